@@ -1,0 +1,69 @@
+"""The one list of rvqfast ops: each op's ``torch.library`` schema plus its fake (meta) impl.
+
+Every op takes a ``backend`` name (already resolved by :mod:`rvqfast.ops`) and forwards to that
+backend's registered function. The fake impls give output shapes and dtypes without computing,
+which is what lets ``torch.compile`` trace through the ops. Inputs reaching these ops have been
+validated by :mod:`rvqfast.ops`; outputs are always float32 / int64 whatever the input dtype.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .backends import get_impl
+
+
+@torch.library.custom_op("rvqfast::nearest_code", mutates_args=())
+def nearest_code(x: Tensor, codebook: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    """x (N, D), codebook (K, D) -> indices (N,) int64, squared distances (N,) float32."""
+    return get_impl(backend, "nearest_code")(x, codebook, precision)
+
+
+@nearest_code.register_fake
+def _(x: Tensor, codebook: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    n = x.shape[0]
+    return x.new_empty(n, dtype=torch.int64), x.new_empty(n, dtype=torch.float32)
+
+
+@torch.library.custom_op("rvqfast::rvq_encode", mutates_args=())
+def rvq_encode(x: Tensor, codebooks: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    """x (N, D), codebooks (Q, K, D) -> indices (N, Q) int64, quantized (N, D) float32.
+
+    Stage q searches codebooks[q] for the residual left by stages < q; ``quantized`` is the sum
+    of the chosen codes.
+    """
+    return get_impl(backend, "rvq_encode")(x, codebooks, precision)
+
+
+@rvq_encode.register_fake
+def _(x: Tensor, codebooks: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    n, q = x.shape[0], codebooks.shape[0]
+    return x.new_empty(n, q, dtype=torch.int64), x.new_empty(n, x.shape[1], dtype=torch.float32)
+
+
+@torch.library.custom_op("rvqfast::rvq_decode", mutates_args=())
+def rvq_decode(indices: Tensor, codebooks: Tensor, backend: str) -> Tensor:
+    """indices (N, Q) int64 (``-1`` = stage skipped), codebooks (Q, K, D) -> (N, D) float32."""
+    return get_impl(backend, "rvq_decode")(indices, codebooks)
+
+
+@rvq_decode.register_fake
+def _(indices: Tensor, codebooks: Tensor, backend: str) -> Tensor:
+    return codebooks.new_empty(indices.shape[0], codebooks.shape[2], dtype=torch.float32)
+
+
+@torch.library.custom_op("rvqfast::ema_stats", mutates_args=())
+def ema_stats(x: Tensor, indices: Tensor, num_codes: int, backend: str) -> tuple[Tensor, Tensor]:
+    """x (N, D), indices (N,) int64 (``-1`` = ignore row) -> counts (K,), sums (K, D), float32.
+
+    The per-code statistics an EMA codebook update needs, in one pass over the rows.
+    """
+    return get_impl(backend, "ema_stats")(x, indices, num_codes)
+
+
+@ema_stats.register_fake
+def _(x: Tensor, indices: Tensor, num_codes: int, backend: str) -> tuple[Tensor, Tensor]:
+    return (
+        x.new_empty(num_codes, dtype=torch.float32),
+        x.new_empty(num_codes, x.shape[1], dtype=torch.float32),
+    )

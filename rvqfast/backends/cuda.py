@@ -1,0 +1,2 @@
+"""Registers the CUDA extension (``rvqfast._cuda``) kernels (not wired yet)."""
+raise ImportError("cuda backend not built")

@@ -1,0 +1,92 @@
+"""Pure-PyTorch implementations of every op: the fallback and the oracle for all other backends.
+
+Distances are computed as ``‖c−μ‖² − 2 (x−μ)·(c−μ)`` with μ the codebook mean: the expansion
+``‖x‖² + ‖c‖² − 2x·c`` cancels catastrophically in fp32 when data sit far from the origin, and
+centring on the codebook removes the common offset before the subtraction happens. The winning
+code's distance is then recomputed directly as ``‖x − c‖²`` so ``sqdist`` carries no cancellation
+error. Rows are processed in chunks so the N×K distance matrix is never materialised whole.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import register
+
+# Bound the distance tile to ~64 MiB of fp32 whatever N and K are.
+_TILE_ELEMS = 1 << 24
+
+
+def _row_chunk(k: int) -> int:
+    return max(1, _TILE_ELEMS // max(k, 1))
+
+
+def search(x: Tensor, codebook: Tensor, precision: str = "exact") -> tuple[Tensor, Tensor]:
+    """Nearest code per row of ``x`` (fp32 math; ``precision='bf16'`` screens in bf16 only)."""
+    x = x.float()
+    cb = codebook.float()
+    mu = cb.mean(0)
+    cc = cb - mu
+    c_norm = (cc * cc).sum(1)
+    n = x.shape[0]
+    idx = torch.empty(n, dtype=torch.int64, device=x.device)
+    step = _row_chunk(cb.shape[0])
+    if precision == "bf16":
+        # Approximate mode: the product runs in bf16 (fp32 accumulate); no certification.
+        cc_t = cc.bfloat16().t()
+        for s in range(0, n, step):
+            dots = ((x[s : s + step] - mu).bfloat16() @ cc_t).float()
+            idx[s : s + step] = (c_norm - 2 * dots).argmin(1)
+    else:
+        cc_t = cc.t()
+        for s in range(0, n, step):
+            # argmin returns the first minimum: exact ties resolve to the lowest index.
+            idx[s : s + step] = torch.addmm(c_norm, x[s : s + step] - mu, cc_t, alpha=-2).argmin(1)
+    diff = x - cb[idx]
+    return idx, (diff * diff).sum(1)
+
+
+@register("reference", "nearest_code")
+def nearest_code(x: Tensor, codebook: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+    return search(x, codebook, precision)
+
+
+@register("reference", "rvq_encode")
+def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+    residual = x.float().clone()
+    quantized = torch.zeros_like(residual)
+    q = codebooks.shape[0]
+    indices = torch.empty(x.shape[0], q, dtype=torch.int64, device=x.device)
+    for stage in range(q):
+        cb = codebooks[stage].float()
+        idx, _ = search(residual, cb, precision)
+        code = cb[idx]
+        residual -= code
+        quantized += code
+        indices[:, stage] = idx
+    return indices, quantized
+
+
+@register("reference", "rvq_decode")
+def rvq_decode(indices: Tensor, codebooks: Tensor) -> Tensor:
+    q, _, d = codebooks.shape
+    out = torch.zeros(indices.shape[0], d, dtype=torch.float32, device=codebooks.device)
+    for stage in range(q):
+        idx = indices[:, stage]
+        keep = idx >= 0
+        code = codebooks[stage].float()[idx.clamp(min=0)]
+        out += code * keep.unsqueeze(1)
+    return out
+
+
+@register("reference", "ema_stats")
+def ema_stats(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
+    x = x.float()
+    keep = indices >= 0
+    idx = indices[keep]
+    rows = x[keep]
+    counts = torch.zeros(num_codes, dtype=torch.float32, device=x.device)
+    counts.index_add_(0, idx, torch.ones_like(idx, dtype=torch.float32))
+    sums = torch.zeros(num_codes, x.shape[1], dtype=torch.float32, device=x.device)
+    sums.index_add_(0, idx, rows)
+    return counts, sums

@@ -1,0 +1,131 @@
+"""Public entry points for the rvqfast ops: validate once, pick a backend, call the op.
+
+>>> import torch, rvqfast
+>>> x, cb = torch.randn(1000, 64), torch.randn(512, 64)
+>>> idx, d2 = rvqfast.ops.nearest_code(x, cb)          # backend="auto", precision="exact"
+
+All ops accept float32/float16/bfloat16 inputs and compute in fp32; outputs are int64 indices
+and float32 values. ``backend`` is ``"auto"`` or one of :func:`rvqfast.available_backends`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _ops
+from ._validate import (
+    check_finite,
+    check_float,
+    check_indices,
+    check_precision,
+    check_same_device,
+)
+from .backends import available_backends, resolve
+
+__all__ = ["nearest_code", "rvq_encode", "rvq_decode", "ema_stats", "available_backends", "resolve_precision"]
+
+
+def _has_bf16_matrix_units(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def resolve_precision(precision: str, backend: str, device: torch.device) -> str:
+    """``"auto"`` becomes ``"certified"`` where bf16 matrix units make it pay, else ``"exact"``."""
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    from .backends import _IMPLS
+
+    certified_native = "certified" in getattr(_IMPLS.get(backend, {}).get("nearest_code"), "precisions", ())
+    return "certified" if certified_native and _has_bf16_matrix_units(device) else "exact"
+
+
+def _prep_search(x: Tensor, codebook: Tensor, cb_name: str, cb_ndim: int, cb_hint: str, backend: str, precision: str):
+    check_float("x", x, 2, " (N, D)")
+    check_float(cb_name, codebook, cb_ndim, cb_hint)
+    device = check_same_device(x=x, **{cb_name: codebook})
+    if x.shape[0] == 0:
+        raise ValueError("x is an empty batch: expected at least one row (N >= 1)")
+    if codebook.shape[-2] == 0:
+        raise ValueError(f"{cb_name} is empty: expected at least one code (K >= 1)")
+    if x.shape[1] != codebook.shape[-1]:
+        raise ValueError(f"x has D={x.shape[1]} but {cb_name} has D={codebook.shape[-1]}: they must match")
+    check_finite("x", x)
+    check_finite(cb_name, codebook)
+    b = resolve(backend, device)
+    return x.contiguous(), codebook.contiguous(), b, resolve_precision(precision, b, device)
+
+
+def nearest_code(
+    x: Tensor, codebook: Tensor, *, backend: str = "auto", precision: str = "exact"
+) -> tuple[Tensor, Tensor]:
+    """Nearest code of each row.
+
+    Args:
+        x: (N, D) vectors.
+        codebook: (K, D) codes.
+        backend: ``"auto"`` or a name from :func:`available_backends`.
+        precision: ``"exact"`` (fp32), ``"certified"`` (bf16 screening + exact re-rank, same
+            result as exact), ``"bf16"`` (approximate, fastest) or ``"auto"``.
+
+    Returns:
+        ``(indices (N,) int64, sqdist (N,) float32)``; exact ties resolve to the lowest index.
+    """
+    x, codebook, b, p = _prep_search(x, codebook, "codebook", 2, " (K, D)", backend, precision)
+    return _ops.nearest_code(x, codebook, b, p)
+
+
+def rvq_encode(
+    x: Tensor, codebooks: Tensor, *, backend: str = "auto", precision: str = "exact"
+) -> tuple[Tensor, Tensor]:
+    """Residual quantization through all stages in one call.
+
+    Args:
+        x: (N, D) vectors.
+        codebooks: (Q, K, D), one codebook per stage.
+
+    Returns:
+        ``(indices (N, Q) int64, quantized (N, D) float32)`` where ``quantized`` is the sum of the
+        chosen codes.
+    """
+    x, codebooks, b, p = _prep_search(x, codebooks, "codebooks", 3, " (Q, K, D)", backend, precision)
+    if codebooks.shape[0] == 0:
+        raise ValueError("codebooks has no stages: expected Q >= 1")
+    return _ops.rvq_encode(x, codebooks, b, p)
+
+
+def rvq_decode(indices: Tensor, codebooks: Tensor, *, backend: str = "auto") -> Tensor:
+    """Sum of the codes named by ``indices`` (N, Q) over the stages of ``codebooks`` (Q, K, D).
+
+    ``-1`` in ``indices`` means "stage not used" and contributes nothing.
+    """
+    check_float("codebooks", codebooks, 3, " (Q, K, D)")
+    check_indices("indices", indices, codebooks.shape[1], 2, " (N, Q)")
+    device = check_same_device(indices=indices, codebooks=codebooks)
+    if indices.shape[1] > codebooks.shape[0]:
+        raise ValueError(
+            f"indices has {indices.shape[1]} stages but codebooks only {codebooks.shape[0]}"
+        )
+    b = resolve(backend, device)
+    cbs = codebooks[: indices.shape[1]].contiguous()
+    return _ops.rvq_decode(indices.long().contiguous(), cbs, b)
+
+
+def ema_stats(x: Tensor, indices: Tensor, num_codes: int, *, backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """Per-code assignment counts (K,) and vector sums (K, D) in one pass (``-1`` rows ignored)."""
+    check_float("x", x, 2, " (N, D)")
+    if not isinstance(num_codes, int) or num_codes < 1:
+        raise ValueError(f"num_codes must be a positive int, got {num_codes!r}")
+    check_indices("indices", indices, num_codes, 1, " (N,)")
+    if indices.shape[0] != x.shape[0]:
+        raise ValueError(f"indices has {indices.shape[0]} rows but x has {x.shape[0]}")
+    device = check_same_device(x=x, indices=indices)
+    check_finite("x", x)
+    b = resolve(backend, device)
+    return _ops.ema_stats(x.contiguous(), indices.long().contiguous(), num_codes, b)
