@@ -1,11 +1,42 @@
-"""rvqfast: fast residual vector quantization, with a motion tokenizer built on it.
+"""rvqfast: fast residual vector quantization, with a pose-code motion tokenizer built on it.
 
-Drop-in for vector-quantize-pytorch: ``from rvqfast import ResidualVQ, VectorQuantize``.
+Drop-in for vector-quantize-pytorch — change the import line only::
+
+    from rvqfast import ResidualVQ, VectorQuantize
+
+Kernels live behind the ops in :mod:`rvqfast.ops` (one ``torch.library`` schema each, see
+``rvqfast/_ops.py``); :func:`available_backends` tells which are built here.
 """
 from __future__ import annotations
+
+from typing import Any
 
 from . import ops
 from .backends import available_backends
 
 __version__ = "0.1.0"
-__all__ = ["ops", "available_backends", "__version__"]
+
+# Heavier submodules load on first use, so `import rvqfast` stays quick and the ops work even
+# where optional pieces (plotting, ONNX) are not installed.
+_LAZY = {
+    "VectorQuantize": ("rvqfast.quantize", "VectorQuantize"),
+    "ResidualVQ": ("rvqfast.quantize", "ResidualVQ"),
+    "MotionTokenizer": ("rvqfast.models", "MotionTokenizer"),
+}
+
+__all__ = ["ops", "available_backends", "__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rvqfast' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

@@ -1,0 +1,104 @@
+"""Command line: ``python -m rvqfast.data {prepare,check,import-bvh}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _prepare(args) -> int:
+    from . import write_dataset_atomically
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        print(f"error: --out {out} exists and is not an empty folder", file=sys.stderr)
+        return 2
+    if out.exists():
+        out.rmdir()
+    write_dataset_atomically(out, n_motions=args.n_motions, seed=args.seed,
+                             progress=not args.quiet)
+    print(f"wrote the default dataset ({args.n_motions} motions, seed {args.seed}) to {out}")
+    return 0
+
+
+def _check(args) -> int:
+    from . import layout_problems
+    from .humanml3d import SPLITS, DatasetError, HumanML3D, load_array
+    root = Path(args.dir)
+    probs = layout_problems(root)
+    if probs:
+        print(f"{root}: not a HumanML3D-layout folder; missing: {', '.join(probs)}")
+        return 1
+    bad = 0
+    for split in SPLITS:
+        try:
+            ds = HumanML3D(root, split, skip_bad=True, min_length=args.min_length)
+        except DatasetError as e:
+            print(f"error: {e}")
+            return 1
+        s = ds.summary()
+        print(s)
+        for name, reason in s.bad.items():
+            print(f"    bad {name}: {reason}")
+        bad += len(s.bad)
+        jdir = root / "new_joints"
+        if jdir.is_dir():
+            for name, feats in zip(ds.names, ds.features):
+                p = jdir / f"{name}.npy"
+                if p.exists():
+                    try:
+                        j = load_array(p, "(T, 22, 3) joints", (22, 3))
+                        if j.shape[0] != feats.shape[0]:
+                            raise DatasetError(f"{p}: {j.shape[0]} frames but features have {feats.shape[0]}")
+                    except DatasetError as e:
+                        print(f"    bad {name}: {e}")
+                        bad += 1
+        if split == "train" and len(ds):
+            mean = np.concatenate(ds.features).astype(np.float64).mean(0)
+            drift = float(np.abs((mean - ds.mean) / ds.std).max())
+            print(f"  Mean.npy vs train mean: max |diff|/std = {drift:.3f}")
+    print("OK" if bad == 0 else f"{bad} bad file(s)")
+    return 0 if bad == 0 else 1
+
+
+def _import_bvh(args) -> int:
+    from .bvh import BVHError, import_bvh
+    scale = args.scale if args.scale == "auto" else float(args.scale)
+    try:
+        out = import_bvh(args.files, args.out, scale=scale, caption=args.caption)
+    except (BVHError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"imported {len(args.files)} BVH file(s) into {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rvqfast.data", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("prepare", help="write the embedded default dataset")
+    a.add_argument("--out", required=True)
+    a.add_argument("--n-motions", type=int, default=None)
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--quiet", action="store_true")
+    c = sub.add_parser("check", help="validate a HumanML3D-layout folder and print a summary")
+    c.add_argument("dir")
+    c.add_argument("--min-length", type=int, default=40)
+    b = sub.add_parser("import-bvh", help="convert BVH files to a HumanML3D-layout folder")
+    b.add_argument("files", nargs="+")
+    b.add_argument("--out", required=True)
+    b.add_argument("--scale", default="auto", help="'auto' or metres per BVH unit")
+    b.add_argument("--caption", default="a person moves")
+    args = p.parse_args(argv)
+    if args.cmd == "prepare":
+        from .synthetic import DEFAULT_N_MOTIONS
+        args.n_motions = args.n_motions or DEFAULT_N_MOTIONS
+        return _prepare(args)
+    if args.cmd == "check":
+        return _check(args)
+    return _import_bvh(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
