@@ -49,7 +49,7 @@ if torch is not None and os.environ.get("RVQFAST_NO_EXT") != "1":
                 include_dirs=[os.path.join(ROOT, "kernels")],
                 extra_compile_args={
                     "cxx": ["-O3", "-std=c++17"],
-                    "nvcc": ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+                    "nvcc": ["-O3", "-std=c++17", "-lineinfo"]
                     + os.environ.get("RVQFAST_NVCC_FLAGS", "").split(),
                 },
             )
