@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 
 from rvqfast.data.synthetic import forward_kinematics, generate_motion
 from rvqfast.motion import posecodes as pc
-from rvqfast.motion.skeleton import REST_OFFSETS, rest_pose
+from rvqfast.motion.skeleton import JOINT_NAMES, REST_OFFSETS, rest_pose
 
 
 def _pose(**angles):
@@ -34,6 +34,74 @@ def test_table_counts():
         assert all(slot == s for slot, _ in pc.POSECODE_CATEGORIES[off:off + size])
 
 
+# CoMo / PoseScript elementary posecodes, transcribed from the published table (order matters).
+_COMO_ANGLES = ["left_knee", "right_knee", "left_elbow", "right_elbow"]
+_COMO_DISTANCES = [
+    "left_elbow-right_elbow", "left_hand-right_hand", "left_knee-right_knee", "left_foot-right_foot",
+    "left_hand-left_shoulder", "left_hand-right_shoulder", "right_hand-right_shoulder",
+    "right_hand-left_shoulder", "left_hand-right_elbow", "right_hand-left_elbow",
+    "left_hand-left_knee", "left_hand-right_knee", "right_hand-right_knee", "right_hand-left_knee",
+    "left_hand-left_foot", "left_hand-right_foot", "right_hand-right_foot", "right_hand-left_foot",
+]
+_COMO_X = ["left_hand-right_hand", "neck-pelvis", "left_hand-left_shoulder",
+           "right_hand-right_shoulder", "left_foot-left_hip", "right_foot-right_hip"]
+_COMO_Y = ["left_shoulder-right_shoulder", "left_elbow-right_elbow", "left_hand-right_hand",
+           "left_knee-right_knee", "left_ankle-neck", "right_ankle-neck", "left_hip-left_knee",
+           "right_hip-right_knee", "left_hand-left_shoulder", "right_hand-right_shoulder",
+           "left_foot-left_hip", "right_foot-right_hip", "left_wrist-neck", "right_wrist-neck",
+           "left_hand-left_hip", "right_hand-right_hip"]
+_COMO_Z = ["left_shoulder-right_shoulder", "left_elbow-right_elbow", "left_hand-right_hand",
+           "left_knee-right_knee", "neck-pelvis", "left_hand-torso", "right_hand-torso",
+           "left_foot-torso", "right_foot-torso"]
+_COMO_VERTICAL = ["left_thigh", "right_thigh", "left_calf", "right_calf", "left_upperarm",
+                  "right_upperarm", "left_forearm", "right_forearm", "left_backdiag",
+                  "right_backdiag", "torso", "hands", "feet"]
+_COMO_GROUND = ["left_knee", "right_knee", "left_foot", "right_foot"]
+
+
+def test_table_follows_como_definitions():
+    expected = ([f"angle:{n}" for n in _COMO_ANGLES] + [f"distance:{n}" for n in _COMO_DISTANCES]
+                + [f"relpos_x:{n}" for n in _COMO_X] + [f"relpos_y:{n}" for n in _COMO_Y]
+                + [f"relpos_z:{n}" for n in _COMO_Z] + [f"vertical:{n}" for n in _COMO_VERTICAL]
+                + [f"ground:{n}" for n in _COMO_GROUND])
+    assert pc.POSECODE_SLOTS == expected
+    assert pc.ANGLE_EDGES_DEG == [10.0 * k for k in range(1, 18)]
+    assert np.allclose(pc.DISTANCE_EDGES_M, [0.1 * k for k in range(1, 10)])
+    assert (pc.RELPOS_THRESHOLD_M, pc.VERTICAL_EDGES_DEG, pc.GROUND_THRESHOLD_M) == (0.15, [10.0, 80.0], 0.10)
+    labels = {s: [lab for slot, lab in pc.POSECODE_CATEGORIES if slot == s] for s in pc.POSECODE_SLOTS}
+    assert labels["angle:left_knee"][0] == "completely bent" and labels["angle:left_knee"][-1] == "straight"
+    assert labels["relpos_x:neck-pelvis"] == ["right of", "x-aligned with", "left of"]
+    assert labels["relpos_y:left_ankle-neck"] == ["below", "y-aligned with", "above"]
+    assert labels["relpos_z:neck-pelvis"] == ["behind", "z-aligned with", "in front of"]
+    assert labels["vertical:torso"] == ["vertical", "oblique", "horizontal"]
+    assert labels["ground:left_foot"] == ["on ground", "off ground"]
+
+
+def _swap_side(name):
+    return name.replace("left", "\0").replace("right", "left").replace("\0", "right")
+
+
+_MIRROR_JOINTS = [JOINT_NAMES.index(_swap_side(n)) for n in JOINT_NAMES]
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 5000))
+def test_left_right_mirror_symmetry(index):
+    """Mirroring a pose (x -> -x, left <-> right joints) maps each slot onto its mirror slot;
+    only the signed left/right (X) comparisons flip. Checks table symmetry and sign conventions."""
+    j = generate_motion(11, index).joints[::4]
+    m = j[:, _MIRROR_JOINTS] * np.array([-1.0, 1.0, 1.0])
+    a, b = pc.posecode_indices(j), pc.posecode_indices(m)
+    for s, slot in enumerate(pc.POSECODE_SLOTS):
+        kind, part = slot.split(":")
+        mirrored, flip = f"{kind}:{_swap_side(part)}", kind == "relpos_x"
+        if mirrored not in pc.POSECODE_SLOTS:  # pair listed the other way round
+            first, second = _swap_side(part).split("-")
+            mirrored, flip = f"{kind}:{second}-{first}", flip != kind.startswith("relpos")
+        got = b[:, pc.POSECODE_SLOTS.index(mirrored)]
+        assert np.array_equal(got, 2 - a[:, s] if flip else a[:, s]), slot
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 5000))
 def test_exactly_one_per_slot_and_parity(index):
@@ -54,19 +122,30 @@ def test_exactly_one_per_slot_and_parity(index):
 
 def test_hand_made_poses():
     rest = rest_pose()
-    straight = pc.category_index("angle:right_elbow", "straight")
-    assert _code(rest, "angle:right_elbow") == straight
+    for limb in ("left_knee", "right_knee", "left_elbow", "right_elbow"):
+        assert _code(rest, f"angle:{limb}") == pc.category_index(f"angle:{limb}", "straight")
     assert _code(rest, "ground:left_foot") == pc.category_index("ground:left_foot", "on ground")
     assert _code(rest, "ground:left_knee") == pc.category_index("ground:left_knee", "off ground")
-    assert _code(rest, "vertical:left_thigh") == 0  # vertical
+    assert _code(rest, "vertical:left_thigh") == 0 and _code(rest, "vertical:torso") == 0  # vertical
+    assert _code(rest, "vertical:hands") == 2 and _code(rest, "vertical:feet") == 2  # horizontal
+    assert _code(rest, "relpos_x:left_hand-right_hand") == 2  # left hand at the body's left
+    assert _code(rest, "relpos_x:neck-pelvis") == 1
+    assert _code(rest, "relpos_y:left_ankle-neck") == 0 and _code(rest, "relpos_y:left_hip-left_knee") == 2
+    assert _code(rest, "distance:left_foot-right_foot") == 1  # feet 0.18 m apart
     bent = _pose(j19=(-np.pi / 2, 0, 0))  # right elbow bent 90 degrees
     assert _code(bent, "angle:right_elbow") == pc.category_index("angle:right_elbow", "bent 90-100 deg")
+    assert _code(bent, "angle:left_elbow") == pc.category_index("angle:left_elbow", "straight")
     assert _code(bent, "vertical:right_forearm") == 2  # horizontal
     raised = _pose(j16=(0, 0, 2.9))  # left arm overhead
-    assert _code(raised, "relpos_y:left_hand-head") == pc.category_index("relpos_y:left_hand-head", "above")
-    assert _code(raised, "relpos_y:right_hand-head") == 0
+    above = pc.category_index("relpos_y:left_wrist-neck", "above")
+    assert _code(raised, "relpos_y:left_wrist-neck") == above
+    assert _code(raised, "relpos_y:left_hand-left_shoulder") == above
+    assert _code(raised, "relpos_y:right_wrist-neck") == 0  # below
+    assert _code(raised, "relpos_y:left_hand-right_hand") == above
     forward = _pose(j17=(-np.pi / 2, 0, 0))  # right arm straight out in front
-    assert _code(forward, "relpos_z:right_hand-torso") == 2
+    assert _code(forward, "relpos_z:right_hand-torso") == pc.category_index("relpos_z:right_hand-torso", "in front of")
+    assert _code(forward, "relpos_z:left_hand-right_hand") == 0  # left hand behind the right one
+    assert _code(forward, "relpos_z:left_hand-torso") == 1
     # Rotating the whole body about Y must not change any code.
     c, s = np.cos(2.0), np.sin(2.0)
     turned = forward @ np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])

@@ -1,20 +1,24 @@
 """Pose codes: the interpretable, per-frame discrete description of a pose (CoMo / PoseScript
 style elementary posecodes).
 
-70 slots, 392 categories in total:
+70 slots, 392 categories in total, with CoMo's joint sets, order and thresholds:
 
-* 4 joint angles (elbows, knees), 18 ordinal bins with edges 10, 20, ..., 170 degrees;
+* 4 joint angles (knees, elbows), 18 ordinal bins with edges 10, 20, ..., 170 degrees;
 * 18 joint-pair distances, 10 bins with edges 0.1, 0.2, ..., 0.9 m;
 * relative position of joint pairs along the body's X (left/right, 6 slots), Y (up/down,
   16 slots) and Z (front/back, 9 slots) axes, 3 categories each with a +-0.15 m dead zone;
-* 13 body parts against the vertical axis: vertical (< 10 deg), oblique, horizontal (> 80 deg);
-* 4 on-ground slots (knees, toes): height below 0.10 m.
+* 13 body segments against the vertical axis: vertical (< 10 deg), oblique, horizontal (> 80 deg);
+* 4 on-ground slots (knees, feet): height below 0.10 m.
 
-X and Z are measured in each frame's body frame (facing +Z from the hip/shoulder across
-vector, as in HumanML3D), so the codes do not depend on where the person faces. Virtual joints:
-a hand point 0.08 m beyond the wrist along the forearm (the 22-joint skeleton has no hands), and
-the torso centre (mean of pelvis, spine3 and neck). Binning sums comparisons against constant
-edges (angles compare cosines), so the code is vectorised, deterministic and ONNX-exportable.
+Slot names read ``"kind:part"`` (``"angle:left_knee"``, ``"distance:left_hand-right_hand"``,
+``"relpos_y:left_ankle-neck"``, ``"vertical:left_thigh"``, ``"ground:left_foot"``); a pair slot
+compares ``first - second``. X and Z are measured in each frame's body frame (facing +Z from the
+hip/shoulder across vector, as in HumanML3D), so the codes do not depend on where the person
+faces. Virtual joints: a hand point 0.08 m beyond the wrist along the forearm (the 22-joint
+skeleton has no hands), and the torso centre (mean of pelvis, spine3 and neck). Unlike
+PoseScript's captioning there is no random threshold jitter: the codes are deterministic.
+Binning sums comparisons against constant edges (angles compare cosines), so the code is
+vectorised and ONNX-exportable (no atan2, no bucketize, no data-dependent control flow).
 """
 from __future__ import annotations
 
@@ -38,47 +42,61 @@ RELPOS_THRESHOLD_M = 0.15
 VERTICAL_EDGES_DEG = [10.0, 80.0]
 GROUND_THRESHOLD_M = 0.10
 
-_ANGLES = [  # (name, a, vertex, b)
-    ("left_elbow", "left_shoulder", "left_elbow", "left_wrist"),
-    ("right_elbow", "right_shoulder", "right_elbow", "right_wrist"),
+# The tables below follow the published CoMo / PoseScript elementary posecode definitions:
+# same joint sets, same order, same thresholds (without PoseScript's captioning jitter).
+_ANGLES = [  # (name, a, vertex, b): the angle is measured at the vertex
     ("left_knee", "left_hip", "left_knee", "left_ankle"),
     ("right_knee", "right_hip", "right_knee", "right_ankle"),
+    ("left_elbow", "left_shoulder", "left_elbow", "left_wrist"),
+    ("right_elbow", "right_shoulder", "right_elbow", "right_wrist"),
 ]
 _DISTANCES = [
     ("left_elbow", "right_elbow"), ("left_hand", "right_hand"), ("left_knee", "right_knee"),
     ("left_foot", "right_foot"), ("left_hand", "left_shoulder"), ("left_hand", "right_shoulder"),
     ("right_hand", "right_shoulder"), ("right_hand", "left_shoulder"),
-    ("left_hand", "right_elbow"), ("right_hand", "left_elbow"), ("left_hand", "left_knee"),
-    ("right_hand", "right_knee"), ("left_hand", "left_foot"), ("right_hand", "right_foot"),
-    ("left_hand", "head"), ("right_hand", "head"), ("left_hand", "torso"), ("right_hand", "torso"),
+    ("left_hand", "right_elbow"), ("right_hand", "left_elbow"),
+    ("left_hand", "left_knee"), ("left_hand", "right_knee"),
+    ("right_hand", "right_knee"), ("right_hand", "left_knee"),
+    ("left_hand", "left_foot"), ("left_hand", "right_foot"),
+    ("right_hand", "right_foot"), ("right_hand", "left_foot"),
 ]
-_REL_X = [
-    ("left_hand", "right_hand"), ("left_foot", "right_foot"), ("left_hand", "left_shoulder"),
-    ("right_hand", "right_shoulder"), ("left_foot", "left_hip"), ("right_foot", "right_hip"),
+# Joint pairs shared by the three relative-position operators, with the axes ("x", "y", "z")
+# that have a slot for the pair; each axis keeps the pairs in this order.
+_RELPOS_PAIRS = [
+    ("left_shoulder", "right_shoulder", "yz"),
+    ("left_elbow", "right_elbow", "yz"),
+    ("left_hand", "right_hand", "xyz"),
+    ("left_knee", "right_knee", "yz"),
+    ("neck", "pelvis", "xz"),
+    ("left_ankle", "neck", "y"),
+    ("right_ankle", "neck", "y"),
+    ("left_hip", "left_knee", "y"),
+    ("right_hip", "right_knee", "y"),
+    ("left_hand", "left_shoulder", "xy"),
+    ("right_hand", "right_shoulder", "xy"),
+    ("left_foot", "left_hip", "xy"),
+    ("right_foot", "right_hip", "xy"),
+    ("left_wrist", "neck", "y"),
+    ("right_wrist", "neck", "y"),
+    ("left_hand", "left_hip", "y"),
+    ("right_hand", "right_hip", "y"),
+    ("left_hand", "torso", "z"),
+    ("right_hand", "torso", "z"),
+    ("left_foot", "torso", "z"),
+    ("right_foot", "torso", "z"),
 ]
-_REL_Y = [
-    ("left_hand", "head"), ("right_hand", "head"), ("left_hand", "left_shoulder"),
-    ("right_hand", "right_shoulder"), ("left_elbow", "left_shoulder"),
-    ("right_elbow", "right_shoulder"), ("left_hand", "pelvis"), ("right_hand", "pelvis"),
-    ("left_hand", "right_hand"), ("left_foot", "right_foot"), ("left_knee", "left_hip"),
-    ("right_knee", "right_hip"), ("left_foot", "right_knee"), ("right_foot", "left_knee"),
-    ("pelvis", "left_knee"), ("head", "pelvis"),
-]
-_REL_Z = [
-    ("left_hand", "torso"), ("right_hand", "torso"), ("left_hand", "right_hand"),
-    ("left_foot", "right_foot"), ("left_elbow", "torso"), ("right_elbow", "torso"),
-    ("left_foot", "pelvis"), ("right_foot", "pelvis"), ("head", "pelvis"),
-]
-_VERTICAL = [  # (name, from, to)
+_REL_X = [(a, b) for a, b, axes in _RELPOS_PAIRS if "x" in axes]
+_REL_Y = [(a, b) for a, b, axes in _RELPOS_PAIRS if "y" in axes]
+_REL_Z = [(a, b) for a, b, axes in _RELPOS_PAIRS if "z" in axes]
+_VERTICAL = [  # (name, from, to): the segment's angle to the vertical axis, folded to 0..90 deg
+    ("left_thigh", "left_hip", "left_knee"), ("right_thigh", "right_hip", "right_knee"),
+    ("left_calf", "left_knee", "left_ankle"), ("right_calf", "right_knee", "right_ankle"),
     ("left_upperarm", "left_shoulder", "left_elbow"),
     ("right_upperarm", "right_shoulder", "right_elbow"),
-    ("left_forearm", "left_elbow", "left_wrist"),
-    ("right_forearm", "right_elbow", "right_wrist"),
-    ("left_thigh", "left_hip", "left_knee"), ("right_thigh", "right_hip", "right_knee"),
-    ("left_shin", "left_knee", "left_ankle"), ("right_shin", "right_knee", "right_ankle"),
-    ("left_foot", "left_ankle", "left_foot"), ("right_foot", "right_ankle", "right_foot"),
-    ("backbone", "pelvis", "neck"), ("neck", "neck", "head"),
-    ("shoulders", "right_shoulder", "left_shoulder"),
+    ("left_forearm", "left_elbow", "left_wrist"), ("right_forearm", "right_elbow", "right_wrist"),
+    ("left_backdiag", "pelvis", "left_shoulder"), ("right_backdiag", "pelvis", "right_shoulder"),
+    ("torso", "pelvis", "neck"), ("hands", "left_hand", "right_hand"),
+    ("feet", "left_foot", "right_foot"),
 ]
 _GROUND = ["left_knee", "right_knee", "left_foot", "right_foot"]
 
@@ -137,6 +155,7 @@ SLOT_SIZES: list[int] = [sum(1 for s, _ in POSECODE_CATEGORIES if s == slot) for
 SLOT_OFFSETS: list[int] = [sum(SLOT_SIZES[:i]) for i in range(len(SLOT_SIZES))]
 NUM_SLOTS = len(POSECODE_SLOTS)
 NUM_CATEGORIES = len(POSECODE_CATEGORIES)
+assert (len(_REL_X), len(_REL_Y), len(_REL_Z)) == (6, 16, 9), (len(_REL_X), len(_REL_Y), len(_REL_Z))
 assert NUM_SLOTS == 70 and NUM_CATEGORIES == 392, (NUM_SLOTS, NUM_CATEGORIES)
 _SLOT_POS = {s: i for i, s in enumerate(POSECODE_SLOTS)}
 
