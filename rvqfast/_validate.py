@@ -24,7 +24,14 @@ def check_float(name: str, t: object, ndim: int | None = None, shape_hint: str =
 
 def check_finite(name: str, t: torch.Tensor) -> None:
     """Raise if ``t`` holds NaN or Inf (one reduction; cheap next to a search)."""
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    if not t.numel():
+        return
+    # One reduction answers the common case: a finite sum implies every element is finite (a NaN
+    # or Inf anywhere poisons it). Only a non-finite sum (which overflow can also cause) pays for
+    # the elementwise pass.
+    if bool(torch.isfinite(t.sum(dtype=torch.float32))):
+        return
+    if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
 
 

@@ -1,0 +1,17 @@
+"""Drop-in quantizer modules: ``VectorQuantize`` and ``ResidualVQ`` (vector-quantize-pytorch API).
+
+Switch with the import line only::
+
+    from rvqfast.quantize import ResidualVQ          # was: from vector_quantize_pytorch import ResidualVQ
+    rvq = ResidualVQ(dim=512, num_quantizers=6, codebook_size=512)
+    quantized, indices, commit_losses = rvq(x)       # x (B, N, 512) -> indices (B, N, 6)
+
+State dicts saved from vector-quantize-pytorch load directly (see :mod:`.compat`).
+"""
+from __future__ import annotations
+
+from .compat import to_vector_quantize_pytorch
+from .residual_vq import ResidualVQ
+from .vector_quantize import VectorQuantize
+
+__all__ = ["ResidualVQ", "VectorQuantize", "to_vector_quantize_pytorch"]

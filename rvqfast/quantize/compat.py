@@ -1,0 +1,133 @@
+"""Compatibility with vector-quantize-pytorch: keyword checks and state_dict conversion.
+
+vector-quantize-pytorch keeps one ``_codebook`` module per layer with a leading heads axis:
+``layers.{q}._codebook.embed`` (1, K, D), ``.embed_avg`` (1, K, D), ``.cluster_size`` (1, K),
+``.initted`` () for :class:`ResidualVQ` and ``_codebook.*`` for :class:`VectorQuantize`.
+rvqfast stacks the stages: ``embed`` (S, K, D), ``embed_avg``, ``cluster_size`` (S, K),
+``initted`` (S,). The projections (``project_in``/``project_out``) have the same names in both.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+# Options of vector-quantize-pytorch that rvqfast does not implement: named in the error so a
+# user knows it is a known option we lack, not a typo.
+KNOWN_UNSUPPORTED = frozenset(
+    {
+        "separate_codebook_per_head", "freeze_codebook", "sync_kmeans", "layernorm_after_project_in",
+        "accept_3d_fmap", "commitment_use_cross_entropy_loss", "orthogonal_reg_weight",
+        "orthogonal_reg_active_codes_only", "orthogonal_reg_max_codes", "codebook_diversity_loss_weight",
+        "codebook_diversity_temperature", "directional_reparam", "directional_reparam_variance",
+        "sync_affine_param", "vq_bridge", "manual_ema_update", "in_place_codebook_optimizer",
+        "manual_in_place_optimizer_update", "affine_param", "affine_param_batch_decay",
+        "affine_param_codebook_decay", "sync_update_v", "return_zeros_for_masked_padding",
+        "route_gradients_to_input", "diveq", "quantize_dropout_multiple_of", "implicit_neural_codebook",
+        "mlp_kwargs", "beam_size", "eval_beam_size", "beam_score_quantizer_weights", "quant_grad_frac",
+    }
+)
+
+
+def reject_kwargs(cls_name: str, extra: Mapping[str, Any]) -> None:
+    """Raise ``TypeError`` naming every keyword ``cls_name`` does not take."""
+    if not extra:
+        return
+    names = sorted(extra)
+    known = [n for n in names if n in KNOWN_UNSUPPORTED]
+    unknown = [n for n in names if n not in KNOWN_UNSUPPORTED]
+    parts = []
+    if known:
+        parts.append(f"vector-quantize-pytorch option(s) not supported by rvqfast: {', '.join(known)}")
+    if unknown:
+        parts.append(f"unexpected keyword argument(s): {', '.join(unknown)}")
+    raise TypeError(f"{cls_name}(): " + "; ".join(parts))
+
+
+_RVQ_KEY = re.compile(r"^layers\.(\d+)\._codebook\.(embed|embed_avg|cluster_size|initted)$")
+_VQ_KEY = re.compile(r"^_codebook\.(embed|embed_avg|cluster_size|initted)$")
+
+
+def is_foreign(keys, prefix: str = "") -> bool:
+    """True when ``keys`` (under ``prefix``) hold vector-quantize-pytorch codebook entries."""
+    n = len(prefix)
+    return any(
+        k.startswith(prefix) and (_RVQ_KEY.match(k[n:]) or _VQ_KEY.match(k[n:])) for k in keys
+    )
+
+
+def _strip_heads(name: str, t: Tensor, field: str) -> Tensor:
+    want = {"embed": 3, "embed_avg": 3, "cluster_size": 2, "initted": 0}[field]
+    if not isinstance(t, Tensor) or t.dim() != want:
+        raise ValueError(
+            f"state_dict entry {name!r}: expected a tensor with {want} dims (vector-quantize-pytorch "
+            f"layout), got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
+        )
+    if want and t.shape[0] != 1:
+        raise ValueError(f"state_dict entry {name!r}: only heads=1 codebooks are supported, got {t.shape[0]} heads")
+    return t[0] if want else t
+
+
+def from_vector_quantize_pytorch(state: dict, prefix: str, num_slots: int) -> None:
+    """Rewrite vector-quantize-pytorch codebook entries under ``prefix`` into rvqfast's, in place.
+
+    Args:
+        state: the state dict being loaded (mutated: foreign keys are replaced).
+        prefix: the module's prefix inside ``state``.
+        num_slots: how many codebooks the target module holds (1 when shared or a single VQ).
+    """
+    n = len(prefix)
+    per_stage: dict[int, dict[str, Tensor]] = {}
+    for key in [k for k in state if k.startswith(prefix)]:
+        rest = key[n:]
+        m = _RVQ_KEY.match(rest)
+        if m:
+            stage, field = int(m.group(1)), m.group(2)
+        else:
+            m = _VQ_KEY.match(rest)
+            if not m:
+                continue
+            stage, field = 0, m.group(1)
+        per_stage.setdefault(stage, {})[field] = _strip_heads(key, state.pop(key), field)
+    if not per_stage:
+        return
+    stages = sorted(per_stage)
+    if stages != list(range(len(stages))):
+        raise ValueError(f"state_dict codebook layers are not contiguous from 0: {stages}")
+    if len(stages) < num_slots:
+        raise ValueError(f"state_dict holds {len(stages)} codebook layer(s) but the module needs {num_slots}")
+    # A shared codebook is saved once per layer by vector-quantize-pytorch: keep the first.
+    stages = stages[:num_slots]
+    for field in ("embed", "embed_avg", "cluster_size", "initted"):
+        missing = [s for s in stages if field not in per_stage[s]]
+        if missing:
+            raise ValueError(f"state_dict lacks '_codebook.{field}' for layer(s) {missing}")
+        vals = [per_stage[s][field] for s in stages]
+        if len({tuple(v.shape) for v in vals}) != 1:
+            raise ValueError(f"state_dict '_codebook.{field}' shapes differ between layers")
+        state[prefix + field] = torch.stack(vals)
+
+
+def to_vector_quantize_pytorch(state: Mapping[str, Tensor], *, residual: bool, num_quantizers: int = 1, shared: bool = False) -> dict:
+    """Convert an rvqfast ``state_dict`` into vector-quantize-pytorch's layout.
+
+    Args:
+        state: ``ResidualVQ.state_dict()`` or ``VectorQuantize.state_dict()`` from rvqfast.
+        residual: True for a ``ResidualVQ`` target (``layers.{q}._codebook.*``), False for
+            ``VectorQuantize`` (``_codebook.*``).
+        num_quantizers: number of layers of the target ``ResidualVQ``.
+        shared: the codebook is shared by all layers (saved once in ``state``).
+    """
+    out = {k: v for k, v in state.items() if k not in ("embed", "embed_avg", "cluster_size", "initted")}
+    for field in ("embed", "embed_avg", "cluster_size", "initted"):
+        if field not in state:
+            raise ValueError(f"state_dict lacks {field!r}: not an rvqfast quantizer state_dict")
+        t = state[field]
+        n = num_quantizers if residual else 1
+        for q in range(n):
+            v = t[0 if shared else q]
+            v = v.clone() if field == "initted" else v.unsqueeze(0).clone()
+            out[f"layers.{q}._codebook.{field}" if residual else f"_codebook.{field}"] = v
+    return out

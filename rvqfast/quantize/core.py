@@ -1,0 +1,444 @@
+"""The quantizer engine shared by :class:`VectorQuantize` and :class:`ResidualVQ`.
+
+Works on flat rows ``(M, D)``: searches through :mod:`rvqfast.ops` (``rvq_encode`` for the
+all-stages eval path, ``nearest_code`` per stage in training, where k-means init, EMA updates
+and dead-code expiry happen between stages), EMA statistics through ``ops.ema_stats``, and the
+gradients through one autograd node (:mod:`.grad`). The public modules only reshape.
+
+Buffers (our own state_dict layout; :mod:`.compat` converts vector-quantize-pytorch's):
+``embed`` (S, K, D) codes (an ``nn.Parameter`` when ``learnable_codebook``), ``embed_avg``
+(S, K, D) and ``cluster_size`` (S, K) EMA statistics, ``initted`` (S,) bool; S is the number of
+distinct codebooks (1 when shared).
+"""
+from __future__ import annotations
+
+import math
+import random
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import _ops, ops
+from . import distributed as ddp
+from .compat import from_vector_quantize_pytorch, is_foreign
+from .grad import _EPS, StagePass, rotation_value_fixup, stages_autograd
+from .kmeans import all_finite, kmeans, resolve_backend, sample_rows, search, stats
+
+
+class QuantizerCore(nn.Module):
+    """Codebooks, their EMA state and the flat quantization passes (internal base class)."""
+
+    def __init__(
+        self,
+        *,
+        codebook_dim: int,
+        codebook_size: int,
+        num_stages: int,
+        shared_codebook: bool,
+        decay: float,
+        eps: float,
+        kmeans_init: bool,
+        kmeans_iters: int,
+        threshold_ema_dead_code: float,
+        commitment_weight: float,
+        ema_update: bool,
+        learnable_codebook: bool,
+        use_cosine_sim: bool,
+        sync_codebook: bool | None,
+        rotation_trick: bool,
+        stochastic_sample_codes: bool,
+        sample_codebook_temp: float,
+        straight_through: bool,
+        backend: str,
+        precision: str,
+    ) -> None:
+        super().__init__()
+        self.codebook_size = codebook_size
+        self.num_stages = num_stages
+        self.shared_codebook = shared_codebook
+        self.decay = float(decay)
+        self.eps = float(eps)
+        self.kmeans_iters = kmeans_iters
+        self.threshold_ema_dead_code = threshold_ema_dead_code
+        self.commitment_weight = float(commitment_weight)
+        self.ema_update = ema_update
+        self.learnable_codebook = learnable_codebook
+        self.use_cosine_sim = use_cosine_sim
+        self.sync_codebook = sync_codebook
+        self.rotation_trick = rotation_trick
+        self.stochastic_sample_codes = stochastic_sample_codes
+        self.sample_codebook_temp = float(sample_codebook_temp)
+        self.straight_through = straight_through
+        self.backend = backend
+        self.precision = precision
+        self._warned_nograd = False
+
+        s = 1 if shared_codebook else num_stages
+        if kmeans_init:
+            embed = torch.zeros(s, codebook_size, codebook_dim)
+        else:
+            # Same distribution as vector-quantize-pytorch: kaiming-uniform on a (S, K, D) tensor,
+            # whose fan-in is K * D.
+            bound = math.sqrt(6.0 / (codebook_size * codebook_dim))
+            embed = torch.empty(s, codebook_size, codebook_dim).uniform_(-bound, bound)
+            if use_cosine_sim:
+                embed = F.normalize(embed, dim=-1, eps=1e-6)
+        self.register_buffer("initted", torch.full((s,), not kmeans_init, dtype=torch.bool))
+        self.register_buffer("cluster_size", torch.ones(s, codebook_size))
+        self.register_buffer("embed_avg", embed.clone())
+        if learnable_codebook:
+            self.embed = nn.Parameter(embed)
+        else:
+            self.register_buffer("embed", embed)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # Runs for nested modules too, so a whole model saved with vector-quantize-pytorch loads.
+        if is_foreign(list(state_dict.keys()), prefix):
+            from_vector_quantize_pytorch(state_dict, prefix, self.embed.shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ----------------------------------------------------------------------------- helpers
+    def _slot(self, stage: int) -> int:
+        return 0 if self.shared_codebook else stage
+
+    def _stage_codebooks(self, n: int) -> Tensor:
+        """(n, K, D) fp32 codebooks of the first ``n`` stages (detached)."""
+        e = self.embed.detach().float()
+        return e.expand(n, -1, -1) if self.shared_codebook else e[:n]
+
+    def _transform(self, r: Tensor) -> Tensor:
+        return F.normalize(r, dim=-1, eps=1e-6) if self.use_cosine_sim else r
+
+    def _search(self, z: Tensor, slot: int) -> tuple[Tensor, Tensor]:
+        cb = self.embed.detach()[slot]
+        if self.training and self.stochastic_sample_codes and self.sample_codebook_temp > 0:
+            return self._gumbel_search(z, cb.float())
+        return search(z, cb, cosine=self.use_cosine_sim, backend=self._rb, precision=self._rp)
+
+    def _gumbel_search(self, z: Tensor, cb: Tensor) -> tuple[Tensor, Tensor]:
+        # Logits as in vector-quantize-pytorch: -L2 distance (or the dot product for cosine),
+        # over the temperature, plus Gumbel noise; rows in chunks to bound memory.
+        n = z.shape[0]
+        idx = torch.empty(n, dtype=torch.int64, device=z.device)
+        step = max(1, (1 << 22) // cb.shape[0])
+        c2 = (cb * cb).sum(1)
+        for s in range(0, n, step):
+            zz = z[s : s + step]
+            dots = zz @ cb.t()
+            if self.use_cosine_sim:
+                logits = dots
+            else:
+                d2 = ((zz * zz).sum(1, keepdim=True) + c2 - 2 * dots).clamp(min=1e-8)
+                logits = -d2.sqrt()
+            u = torch.rand_like(logits).clamp(min=1e-20)
+            gumbel = -torch.log((-torch.log(u)).clamp(min=1e-20))
+            idx[s : s + step] = (logits / self.sample_codebook_temp + gumbel).argmax(1)
+        diff = z - cb[idx]
+        return idx, (diff * diff).sum(1)
+
+    # ------------------------------------------------------------------- codebook updates
+    def _sync_now(self) -> bool:
+        return self.training and torch.is_grad_enabled() and ddp.resolve_sync(self.sync_codebook)
+
+    def _updates_allowed(self) -> bool:
+        """Training updates run in training mode; under no_grad only when not distributed."""
+        if not self.training:
+            return False
+        if torch.is_grad_enabled() or not ddp.resolve_sync(self.sync_codebook):
+            return True
+        if not self._warned_nograd:
+            self._warned_nograd = True
+            warnings.warn(
+                "rvqfast: training-mode forward under torch.no_grad() with a synchronised "
+                "codebook: codebook updates are skipped so that no rank waits on a collective "
+                "the others never reach",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return False
+
+    @torch.no_grad()
+    def _kmeans_init(self, slot: int, z: Tensor, sync: bool) -> None:
+        means, counts = kmeans(
+            z,
+            self.codebook_size,
+            self.kmeans_iters,
+            cosine=self.use_cosine_sim,
+            sync=sync,
+            backend=self.backend,
+            precision=self.precision,
+        )
+        self.embed_avg[slot] = means * counts[:, None]
+        self.cluster_size[slot] = counts
+        self._refresh_embed(slot)
+        self.initted[slot] = True
+
+    @torch.no_grad()
+    def _refresh_embed(self, slot: int | slice) -> None:
+        """embed = embed_avg / Laplace-smoothed cluster_size, for one slot or a slice of them."""
+        cs = self.cluster_size[slot]
+        total = cs.sum(-1, keepdim=True)
+        smoothed = (cs + self.eps) / (total + self.codebook_size * self.eps) * total
+        new = self.embed_avg[slot] / smoothed.unsqueeze(-1)
+        if self.use_cosine_sim:
+            new = F.normalize(new, dim=-1, eps=1e-6)
+        self.embed.data[slot] = new
+
+    @torch.no_grad()
+    def _accumulate(self, slot: int | slice, counts: Tensor, sums: Tensor, sync: bool) -> None:
+        """EMA of per-code counts (.., K) and sums (.., K, D); one all-reduce when synced."""
+        if sync:
+            packed = ddp.all_reduce_sum_(torch.cat([counts.unsqueeze(-1), sums], -1).contiguous())
+            counts, sums = packed[..., 0], packed[..., 1:]
+        w = 1.0 - self.decay
+        self.cluster_size[slot].lerp_(counts, w)
+        self.embed_avg[slot].lerp_(sums, w)
+
+    @torch.no_grad()
+    def _expire(self, slot: int, z: Tensor, sync: bool) -> None:
+        if self.threshold_ema_dead_code <= 0:
+            return
+        dead = self.cluster_size[slot] < self.threshold_ema_dead_code
+        if not bool(dead.any()):
+            return
+        reset = float(self.threshold_ema_dead_code)
+        if sync:
+            num_dead = int(dead.sum())
+            pool = ddp.gather_pool(z, num_dead)
+            g = ddp.shared_generator(z.device)
+            if pool.shape[0] == 0:
+                return
+            dead_idx = dead.nonzero().squeeze(1)
+            if num_dead > pool.shape[0]:
+                dead_idx = dead_idx[torch.randperm(num_dead, generator=g, device=z.device)[: pool.shape[0]]]
+                num_dead = pool.shape[0]
+            sampled = pool[torch.randperm(pool.shape[0], generator=g, device=z.device)[:num_dead]]
+        else:
+            if z.shape[0] == 0:
+                return
+            dead_idx = dead.nonzero().squeeze(1)
+            num_dead = dead_idx.numel()
+            # More dead codes than samples: replace a random subset now, the rest later, rather
+            # than fill several codes with one sample.
+            if num_dead > z.shape[0]:
+                dead_idx = dead_idx[torch.randperm(num_dead, device=z.device)[: z.shape[0]]]
+                num_dead = z.shape[0]
+            sampled = sample_rows(z, num_dead)
+        sampled = sampled.to(self.embed.dtype)
+        self.embed.data[slot, dead_idx] = sampled
+        self.cluster_size[slot, dead_idx] = reset
+        self.embed_avg[slot, dead_idx] = sampled * reset
+
+    # --------------------------------------------------------------------------- passes
+    def dropout_cutoff(self, enabled: bool, cutoff: int, sync: bool, device: torch.device) -> int:
+        """Last active stage under quantize dropout (same RNG use as vector-quantize-pytorch)."""
+        if not enabled:
+            return self.num_stages - 1
+        seed_t = torch.randint(0, 10_000, (), device=device)
+        if sync:
+            ddp.all_reduce_sum_(seed_t)
+        return random.Random(int(seed_t.item())).randrange(cutoff, self.num_stages)
+
+    def quantize_seq(self, xs: Tensor, mask: Tensor | None, last_stage: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, N, D) -> quantized (B, N, D) in ``xs``'s dtype, indices (B, N, A), losses (A,).
+
+        Masked-out positions (``mask`` False) are left out of the search, the losses and the
+        codebook statistics; they get zeros and index ``-1``.
+        """
+        b, n, d = xs.shape
+        rows = xs.reshape(b * n, d)
+        flat = None
+        if mask is not None:
+            flat = mask.reshape(-1)
+            rows = rows[flat]
+        out, idx, losses = self.quantize_flat(rows, last_stage)
+        if flat is not None:
+            full = out.new_zeros(b * n, d)
+            full[flat] = out
+            out = full
+            full_idx = idx.new_full((b * n, idx.shape[1]), -1)
+            full_idx[flat] = idx
+            idx = full_idx
+        return out.to(xs.dtype).reshape(b, n, d), idx.reshape(b, n, -1), losses
+
+    def quantize_flat(self, x: Tensor, last_stage: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantize rows ``x`` (M, D) through stages ``0..last_stage``.
+
+        Returns ``(quantized (M, D) fp32, indices (M, last_stage+1) int64, losses (A,) fp32)``.
+        Gradients reach ``x`` (and learnable codes) in training mode; in eval the output is the
+        codes themselves, as in vector-quantize-pytorch.
+        """
+        n_active = last_stage + 1
+        if not all_finite(x):
+            raise ValueError("x contains NaN or Inf values")
+        if not all_finite(self.embed.detach()):
+            raise ValueError("the codebook contains NaN or Inf values")
+        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device)
+        updates = self._updates_allowed()
+        sync = updates and self._sync_now()
+        if not self.training:
+            return self._eval_flat(x, n_active)
+        xf = x.float()
+        m, d = xf.shape
+        residuals = xf.new_empty(n_active + 1, m, d)
+        residuals[0] = xf.detach()
+        indices = torch.empty(m, n_active, dtype=torch.int64, device=xf.device)
+        losses = torch.zeros(n_active, dtype=torch.float32, device=xf.device)
+        fast = not self.use_cosine_sim
+        sqnorm = xf.new_zeros(n_active + 1, m) if fast else None
+        code_sq = xf.new_zeros(n_active, m) if fast else None
+        dist_sq = xf.new_zeros(n_active, m) if fast else None
+        if fast and m:
+            torch.linalg.vector_norm(residuals[0], dim=1, out=sqnorm[0]).square_()
+        slots = [self._slot(q) for q in range(n_active)]
+        stage_inputs = []
+        track = updates and (self.ema_update or self.threshold_ema_dead_code > 0) and m > 0
+        if track and not self.shared_codebook:
+            all_counts = xf.new_empty(n_active, self.codebook_size)
+            all_sums = xf.new_empty(n_active, self.codebook_size, d)
+        code_norms = None
+        if fast and not self.shared_codebook:
+            # Codes searched at stage q are the pre-update ones, so norms taken now stay valid.
+            code_norms = torch.linalg.vector_norm(self.embed.detach()[:n_active].float(), dim=-1).square_()
+        for q in range(n_active):
+            slot = slots[q]
+            r = residuals[q]
+            if m == 0:  # everything masked: nothing to search or learn from
+                residuals[q + 1] = r
+                continue
+            z = self._transform(r)
+            # ``initted`` decides whether k-means collectives run, so with a synchronised
+            # codebook it may only change where those collectives run (see distributed.py).
+            fresh = False
+            if not bool(self.initted[slot]) and (sync or not ddp.resolve_sync(self.sync_codebook)):
+                self._kmeans_init(slot, z, sync)
+                fresh = True
+            cb = self.embed.detach()[slot].float()
+            idx, d2 = self._search(z, slot)
+            indices[:, q] = idx
+            torch.index_select(cb, 0, idx, out=residuals[q + 1])
+            if fast:
+                norms = code_norms[q] if code_norms is not None and not fresh else torch.linalg.vector_norm(cb, dim=1).square_()
+                torch.index_select(norms, 0, idx, out=code_sq[q])
+                dist_sq[q] = d2
+            # r_{q+1} = r_q - c_q, written in place over the gathered codes.
+            torch.sub(r, residuals[q + 1], out=residuals[q + 1])
+            if fast:
+                sqnorm[q + 1] = d2  # |r_{q+1}|^2 = |r_q - c_q|^2, already computed by the search
+            if self.commitment_weight > 0:
+                losses[q] = d2.sum() * (self.commitment_weight / (m * d))
+            if track:
+                counts, sums = stats(z, idx, self.codebook_size, self._rb)
+                if self.shared_codebook:
+                    # One codebook, updated stage after stage (searches of later stages see
+                    # dead-code replacements), as vector-quantize-pytorch does.
+                    self._accumulate(0, counts, sums, sync)
+                    self._expire(0, z, sync)
+                    stage_inputs.append(z)
+                else:
+                    all_counts[q], all_sums[q] = counts, sums
+                    stage_inputs.append(z)
+        if track and self.shared_codebook:
+            if self.ema_update:
+                self._refresh_embed(0)
+            if stage_inputs:
+                self._expire(0, torch.cat(stage_inputs), sync)
+        elif track and stage_inputs:
+            # A stage's codebook update cannot change any stage's search (each stage has its
+            # own codebook, searched before), so all stages update at once: one collective.
+            self._accumulate(slice(0, n_active), all_counts, all_sums, sync)
+            if self.ema_update:
+                self._refresh_embed(slice(0, n_active))
+            for q, z in enumerate(stage_inputs):
+                self._expire(q, z, sync)
+        # The sum of the chosen codes is what the residual lost over all stages.
+        quantized = residuals[0] - residuals[n_active]
+        if self.rotation_trick and xf.requires_grad and m:
+            # s R z equals the code except for (near-)zero inputs, where the clamped formula
+            # of vector-quantize-pytorch gives another value; reproduce it there.
+            for q in range(n_active):
+                if fast and not bool((sqnorm[q] < _EPS * _EPS).any()):
+                    continue
+                code = residuals[q] - residuals[q + 1]
+                fix = rotation_value_fixup(self._transform(residuals[q]), code)
+                if fix is not None:
+                    rows, vals = fix
+                    quantized[rows] += vals - code[rows]
+        sp = StagePass(
+            residuals=residuals,
+            indices=indices,
+            stage_codebook=slots,
+            quantized=quantized,
+            losses=losses,
+            rotation=self.rotation_trick,
+            cosine=self.use_cosine_sim,
+            commit_weight=self.commitment_weight,
+            learnable=self.learnable_codebook,
+            sqnorm=sqnorm,
+            code_sq=code_sq,
+            dist_sq=dist_sq,
+        )
+        out, losses = stages_autograd(xf, self.embed, sp)
+        return out, indices, losses
+
+    def _eval_flat(self, x: Tensor, n_active: int) -> tuple[Tensor, Tensor, Tensor]:
+        m = x.shape[0]
+        losses = torch.zeros(n_active, dtype=torch.float32, device=x.device)
+        xd = x.detach()
+        for q in range(n_active):
+            slot = self._slot(q)
+            if not bool(self.initted[slot]):
+                # vector-quantize-pytorch initialises on first use even in eval; we do too when
+                # not distributed. With a synchronised codebook an init here would run on this
+                # rank alone (no collective may run in eval) and desynchronise the ranks.
+                if ddp.resolve_sync(self.sync_codebook):
+                    warnings.warn(
+                        "rvqfast: eval forward with a codebook not yet k-means initialised; "
+                        "the init waits for a synchronised training step",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                else:
+                    self._fill_uninitted(xd.float())
+                break
+        if m == 0:
+            return x.new_zeros(0, x.shape[1], dtype=torch.float32), torch.empty(0, n_active, dtype=torch.int64, device=x.device), losses
+        if self.use_cosine_sim:
+            r = xd.float()
+            indices = torch.empty(m, n_active, dtype=torch.int64, device=x.device)
+            for q in range(n_active):
+                idx, _ = self._search(self._transform(r), self._slot(q))
+                indices[:, q] = idx
+                r = r - self.embed.detach()[self._slot(q)].float()[idx]
+        else:
+            indices, quantized = _ops.rvq_encode(xd.float().contiguous(), self._stage_codebooks(n_active).contiguous(), self._rb, self._rp)
+            if not (self.learnable_codebook and torch.is_grad_enabled()):
+                return quantized, indices, losses
+        out = self.decode_flat(indices, grad=self.learnable_codebook and torch.is_grad_enabled())
+        return out, indices, losses
+
+    @torch.no_grad()
+    def _fill_uninitted(self, x: Tensor) -> None:
+        """Run k-means init (locally) for uninitialised stages reached by an eval forward."""
+        r = x
+        for q in range(self.num_stages):
+            slot = self._slot(q)
+            z = self._transform(r)
+            if not bool(self.initted[slot]):
+                self._kmeans_init(slot, z, False)
+            idx, _ = self._search(z, slot)
+            r = r - self.embed[slot].float()[idx]
+
+    def decode_flat(self, indices: Tensor, grad: bool = False) -> Tensor:
+        """Sum of codes for ``indices`` (M, Q') (``-1`` = none) -> (M, D) fp32."""
+        n = indices.shape[1]
+        if not grad:
+            return ops.rvq_decode(indices, self._stage_codebooks(n).contiguous(), backend=self.backend)
+        out = 0
+        for q in range(n):
+            idx = indices[:, q]
+            code = self.embed[self._slot(q)].float()[idx.clamp(min=0)]
+            out = out + code * (idx >= 0).unsqueeze(1)
+        return out

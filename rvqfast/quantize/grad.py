@@ -1,0 +1,187 @@
+"""Gradients of a residual-quantization pass, in one autograd node.
+
+The forward search (nearest codes, EMA updates) is not differentiable and runs outside autograd.
+What is differentiable, per stage ``q`` with stage input ``r_q`` (``r_{q+1} = r_q - c_q``):
+
+- the output ``sum_q out_q`` where ``out_q`` equals the chosen code ``c_q`` in value and routes
+  the gradient to ``z_q`` (the stage input, l2-normalised for cosine codebooks) either
+  straight through (identity) or by the rotation trick (Fifty et al. 2024, arXiv:2410.06424,
+  sec. 4.2): ``out = s R z`` with ``R = I - 2 w w^T + 2 q u^T``, ``u = z/|z|``, ``q = c/|c|``,
+  ``w = (u+q)/|u+q|``, ``s = |c|/|z|`` (``R``, ``s`` held constant), whose value is exactly ``c``;
+- the commitment loss ``weight * mean((c_q - z_q)^2)``.
+
+Every per-row term is a linear combination of ``g``, ``z`` and ``c``, so the backward pass needs
+a few row dot products and ``O(N D)`` updates per stage and never builds an autograd graph of
+``O(Q)`` temporaries. Norms are clamped at 1e-6 exactly as vector-quantize-pytorch's
+``safe_div``/``l2norm`` do, so degenerate rows get the same gradient as there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+_EPS = 1e-6
+
+
+@dataclass
+class StagePass:
+    """What the no-grad forward leaves for the backward pass."""
+
+    residuals: Tensor  # (A+1, M, D) fp32: r_0 .. r_A (stage inputs before normalisation)
+    indices: Tensor  # (M, A) int64 codes chosen per stage
+    stage_codebook: list[int]  # codebook slot used by each stage
+    quantized: Tensor  # (M, D) fp32 sum of the chosen codes
+    losses: Tensor  # (A,) fp32 commitment loss per stage (already weighted)
+    rotation: bool
+    cosine: bool
+    commit_weight: float
+    learnable: bool
+    # Euclidean fast path: per-row |r_j|^2 (A+1, M), |c_q|^2 (A, M) and |r_q - c_q|^2 (A, M),
+    # from which every dot product but r_j.g follows.
+    sqnorm: Tensor | None = None
+    code_sq: Tensor | None = None
+    dist_sq: Tensor | None = None
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.linalg.vecdot(a, b)
+
+
+def _normalize(r: Tensor) -> tuple[Tensor, Tensor]:
+    n = r.norm(dim=1, keepdim=True).clamp(min=_EPS)
+    return r / n, n
+
+
+def rotation_value_fixup(z: Tensor, c: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Rows whose input is (near) zero, and the rotation formula's value there.
+
+    ``s R z`` equals ``c`` exactly in real arithmetic unless ``|z| < 1e-6``, where the clamped
+    norms of vector-quantize-pytorch give a different value; returns ``(row mask, values)``
+    for those rows, or ``None`` when there are none (the usual case).
+    """
+    nz = torch.linalg.vector_norm(z, dim=1)
+    bad = nz < _EPS
+    if not bool(bad.any()):
+        return None
+    zb, cb = z[bad], c[bad]
+    nzb = nz[bad].clamp(min=_EPS)[:, None]
+    ncb = cb.norm(dim=1, keepdim=True)
+    u, q = zb / nzb, cb / ncb.clamp(min=_EPS)
+    p = u + q
+    w = p / p.norm(dim=1, keepdim=True).clamp(min=_EPS)
+    val = zb - 2 * w * _rowdot(zb, w)[:, None] + 2 * q * _rowdot(zb, u)[:, None]
+    return bad, val * (ncb / nzb)
+
+
+class _StagesFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, embed: Tensor, sp: StagePass) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        ctx.sp = sp
+        ctx.embed_shape = embed.shape
+        return sp.quantized, sp.losses
+
+    @staticmethod
+    def backward(ctx, g: Tensor | None, gl: Tensor | None):  # type: ignore[override]
+        sp: StagePass = ctx.sp
+        res = sp.residuals
+        a, m, d = res.shape[0] - 1, res.shape[1], res.shape[2]
+        grad_x = torch.zeros(m, d, dtype=torch.float32, device=res.device)
+        grad_embed = None
+        if sp.learnable and ctx.needs_input_grad[1]:
+            grad_embed = torch.zeros(ctx.embed_shape, dtype=torch.float32, device=res.device)
+        if g is not None:
+            g = g.float()
+        if not sp.cosine:
+            return _backward_euclidean(sp, g, gl, grad_embed, m, d)
+        for q in range(a):
+            r, c = res[q], res[q] - res[q + 1]
+            if sp.cosine:
+                z, nr_in = _normalize(r)
+            else:
+                z = r
+            v = None
+            if g is not None:
+                if sp.rotation:
+                    nz = z.norm(dim=1, keepdim=True)
+                    nzc = nz.clamp(min=_EPS)
+                    nc = c.norm(dim=1, keepdim=True)
+                    ncc = nc.clamp(min=_EPS)
+                    zg, cg, zc = _rowdot(z, g)[:, None], _rowdot(c, g)[:, None], _rowdot(z, c)[:, None]
+                    ug, qg = zg / nzc, cg / ncc
+                    uu, qq, uq = (nz / nzc) ** 2, (nc / ncc) ** 2, zc / (nzc * ncc)
+                    pp = (uu + qq + 2 * uq).clamp(min=_EPS * _EPS)
+                    k = 2 * (ug + qg) / pp
+                    # R^T g = g - 2 w (w.g) + 2 u (q.g), written on z and c directly.
+                    s = nc / nzc
+                    v = s * g + (s * (2 * qg - k) / nzc) * z - (s * k / ncc) * c
+                else:
+                    v = g
+            if gl is not None and sp.commit_weight != 0:
+                coef = 2.0 * sp.commit_weight * gl[q] / (m * d)
+                diff = z - c
+                v = coef * diff if v is None else v + coef * diff
+                if grad_embed is not None:
+                    grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], diff, alpha=-float(coef))
+            if v is None:
+                continue
+            if sp.cosine:
+                # Jacobian of r / max(|r|, eps): (I - z z^T)/|r| above eps, I/eps below.
+                big = (r.norm(dim=1, keepdim=True) > _EPS).float()
+                v = (v - big * z * _rowdot(z, v)[:, None]) / nr_in
+            grad_x += v
+        return grad_x, grad_embed, None
+
+
+def _backward_euclidean(sp: StagePass, g: Tensor | None, gl: Tensor | None, grad_embed: Tensor | None, m: int, d: int):
+    """All stages' gradient as ``S g + sum_j gamma_j r_j`` with per-row ``S``, ``gamma_j``.
+
+    With ``z_q = r_q`` and ``c_q = r_q - r_{q+1}``, every dot product the rotation needs follows
+    from ``r_j . g`` and the norms saved by the forward, so the pass costs ``A+1`` row-dots and
+    ``A+1`` fused multiply-adds over (M, D) and allocates nothing of size ``A x M x D``.
+    """
+    res = sp.residuals
+    a = res.shape[0] - 1
+    gamma = res.new_zeros(a + 1, m)
+    total_s = None
+    if g is not None:
+        # r_j . g for all j in one batched product: (A+1, M, D) x (M, D) -> (A+1, M).
+        dots = torch.einsum("jnd,nd->jn", res, g)
+        if sp.rotation:
+            nz2, nc2 = sp.sqnorm[:a], sp.code_sq
+            zc = 0.5 * (nz2 + nc2 - sp.dist_sq)
+            zg, cg = dots[:a], dots[:a] - dots[1:]
+            nz, nc = nz2.sqrt(), nc2.sqrt()
+            nzc, ncc = nz.clamp(min=_EPS), nc.clamp(min=_EPS)
+            ug, qg = zg / nzc, cg / ncc
+            pp = (nz2 / (nzc * nzc) + nc2 / (ncc * ncc) + 2 * zc / (nzc * ncc)).clamp(min=_EPS * _EPS)
+            k = 2 * (ug + qg) / pp
+            s = nc / nzc
+            a_z = s * (2 * qg - k) / nzc
+            a_c = -s * k / ncc
+            total_s = s.sum(0)
+            gamma[:a] += a_z + a_c
+            gamma[1:] -= a_c
+        else:
+            total_s = None  # straight-through: each active stage passes g unchanged
+    if gl is not None and sp.commit_weight != 0:
+        coef = (2.0 * sp.commit_weight / (m * d)) * gl.float()
+        gamma[1:] += coef[:, None]
+        if grad_embed is not None:
+            for q in range(a):
+                grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], res[q + 1], alpha=-float(coef[q]))
+    if g is None:
+        grad_x = res.new_zeros(m, d)
+    elif total_s is None:
+        grad_x = g * float(a)
+    else:
+        grad_x = g * total_s[:, None]
+    for j in range(a + 1):
+        grad_x.addcmul_(res[j], gamma[j][:, None])
+    return grad_x, grad_embed, None
+
+
+def stages_autograd(x: Tensor, embed: Tensor, sp: StagePass) -> tuple[Tensor, Tensor]:
+    """Attach ``sp``'s outputs to the graph of ``x`` (and ``embed`` when learnable)."""
+    return _StagesFn.apply(x, embed, sp)
