@@ -83,3 +83,27 @@ def test_resolve_dataset(tmp_path, monkeypatch):
     default_dataset(tmp_path / "env", progress=False, n_motions=4)
     assert data.default_root() == tmp_path / "env"
     assert json.loads((tmp_path / "env" / MANIFEST).read_text())["n_motions"] == 4
+
+
+def test_new_actions_cover_kneeling_bends_twists_and_crossed_arms():
+    from rvqfast.data.synthetic import ACTIONS, GENERATOR_VERSION
+    from rvqfast.motion.posecodes import POSECODE_SLOTS, posecode_indices
+    assert GENERATOR_VERSION >= 2  # v1 caches lack these actions and must be regenerated
+    assert {"kneel", "side_bend", "twist", "cross_arms", "clap", "throw"} <= set(ACTIONS)
+    seen: dict[str, set] = {}
+    knees_down = False
+    for i in range(60):
+        m = generate_motion(0, i)
+        j = m.joints
+        for a, b in ((16, 18), (1, 4), (9, 12)):  # upper arm, thigh, spine3-neck keep length
+            assert np.linalg.norm(j[:, a] - j[:, b], axis=-1).std() < 1e-9
+        assert abs(j[..., 1].min()) < 1e-9
+        if m.actions == ["kneel"]:
+            knees_down |= bool((j[:, [4, 5], 1].min(0) < 0.10).all())
+        idx = posecode_indices(j)
+        for s, slot in enumerate(POSECODE_SLOTS):
+            seen.setdefault(slot, set()).update(np.unique(idx[:, s]).tolist())
+    assert knees_down
+    for slot in ("relpos_x:left_hand-right_hand", "relpos_x:neck-pelvis",
+                 "relpos_y:left_shoulder-right_shoulder", "ground:left_knee", "ground:right_knee"):
+        assert len(seen[slot]) >= 2, slot

@@ -22,7 +22,7 @@ DEFAULT_DIRNAME = f"default_v{GENERATOR_VERSION}"
 
 
 def default_root() -> Path:
-    """$RVQFAST_DATA, else ~/.cache/rvqfast/default_v1."""
+    """$RVQFAST_DATA, else ~/.cache/rvqfast/default_v{GENERATOR_VERSION} (one folder per generator version)."""
     env = os.environ.get("RVQFAST_DATA")
     return Path(env) if env else Path.home() / ".cache" / "rvqfast" / DEFAULT_DIRNAME
 

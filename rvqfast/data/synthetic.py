@@ -20,7 +20,9 @@ import numpy as np
 from ..motion.features import features_to_joints, joints_to_features
 from ..motion.skeleton import FEATURE_DIM, FPS, NUM_JOINTS, PARENTS, REST_OFFSETS
 
-GENERATOR_VERSION = 1
+# Bump whenever generated files change: the default cache folder is named after it, so a stale
+# cache from an older generator is regenerated instead of reused.
+GENERATOR_VERSION = 2
 MANIFEST = "rvqfast_dataset.json"
 DEFAULT_N_MOTIONS = 2400
 STD_EPS = 1e-3
@@ -28,6 +30,10 @@ STD_EPS = 1e-3
 # Joint indices used by the actions.
 PELVIS, L_HIP, R_HIP, SPINE1, L_KNEE, R_KNEE, SPINE2, L_ANKLE, R_ANKLE, SPINE3 = range(10)
 NECK, L_COLLAR, R_COLLAR, HEAD, L_SH, R_SH, L_ELB, R_ELB = 12, 13, 14, 15, 16, 17, 18, 19
+L_WRIST, R_WRIST = 20, 21
+SPINE = (SPINE1, SPINE2, SPINE3)
+# How a trunk bend or twist is shared out over the three spine joints (sums to 1).
+SPINE_SHARE = np.array([0.2, 0.35, 0.45])
 X, Y, Z = 0, 1, 2
 
 
@@ -106,7 +112,8 @@ def act_walk(n, t, rng, kind="walk"):
         _gait(s, t, 1.2 * np.sqrt(f) + (0.25 if kind == "run" else 0.1), 0.55 + 0.1 * f,
               1.5 if kind == "run" else 1.2, 0.6, 1.4, 0.12 if kind == "run" else 0.07)
         hop = 0.04 if kind == "run" else 0.02
-        s.lift[:] = hop * np.abs(np.sin(2 * np.pi * (1.2 * np.sqrt(f) + 0.2) * t))
+        # One flight phase per step, with a stance phase (foot on the floor) in between.
+        s.lift[:] = hop * np.clip(np.sin(4 * np.pi * (1.2 * np.sqrt(f) + 0.2) * t), 0, None)
     elif kind == "crouch_walk":
         _gait(s, t, 0.8 * f, 0.3, 0.5, 0.2, 0.5, 0.4)
         s.ang[:, [L_HIP, R_HIP], X] -= 1.0
@@ -221,7 +228,8 @@ def act_jumping_jacks(n, t, rng):
     s.ang[:, R_SH, Z] = -2.6 * ph - 0.1
     s.ang[:, L_HIP, Z] = 0.35 * ph
     s.ang[:, R_HIP, Z] = -0.35 * ph
-    s.lift[:] = 0.08 * np.abs(np.sin(2 * np.pi * f * t))
+    # Two hops per cycle (out and in), each followed by a landing with the feet on the floor.
+    s.lift[:] = 0.08 * np.clip(np.sin(4 * np.pi * f * t), 0, None)
     s.phrases = ["does jumping jacks", "performs jumping jacks", "does star jumps"]
     return s
 
@@ -331,15 +339,21 @@ def act_punch(n, t, rng):
     return s
 
 
-def act_crawl(n, t, rng):
+def act_crawl(n, t, rng, off):
     s = _blank(n)
     f = rng.uniform(0.5, 0.9)
-    p = 1.45
+    # Trunk pitch that puts the wrists level with the knees (thighs and arms vertical), so
+    # hands and knees rest on the floor together whatever the subject's arm/leg proportions.
+    trunk = off[[SPINE1, SPINE2, SPINE3, L_COLLAR, L_SH]].sum(0) - off[L_HIP]
+    arm = np.linalg.norm(off[L_ELB]) + np.linalg.norm(off[L_WRIST])
+    reach = arm - np.linalg.norm(off[L_KNEE])
+    p = float(np.arccos(np.clip(reach / np.hypot(trunk[1], trunk[2]), -1, 1))
+              - np.arctan2(trunk[2], trunk[1]))
     ph = 2 * np.pi * f * t
     s.ang[:, PELVIS, X] = p
     s.ang[:, L_HIP, X] = -p - 0.25 * np.sin(ph)
     s.ang[:, R_HIP, X] = -p + 0.25 * np.sin(ph)
-    s.ang[:, [L_KNEE, R_KNEE], X] = 1.8  # shins slope up so the knees touch the floor
+    s.ang[:, [L_KNEE, R_KNEE], X] = 1.8  # shins slope up behind the knees; toes trail
     s.ang[:, L_SH, X] = -p + 0.3 * np.sin(ph)
     s.ang[:, R_SH, X] = -p - 0.3 * np.sin(ph)
     s.ang[:, NECK, X] = -0.9
@@ -413,6 +427,212 @@ def act_bend_over(n, t, rng):
     return s
 
 
+def _keys(t: np.ndarray, times, values) -> np.ndarray:
+    """Key-framed channel: eased (smoothstep) interpolation between (time, value) keys."""
+    times = np.asarray(times, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    k = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
+    u = _smoothstep((t - times[k]) / np.maximum(times[k + 1] - times[k], 1e-9))
+    return values[k] + (values[k + 1] - values[k]) * u
+
+
+def _lock_feet(s: Segment, off: np.ndarray, feet: list[int]) -> None:
+    """Root speed that keeps the given (planted) joints in place horizontally, so a pose change
+    such as kneeling down moves the hips over the feet instead of sliding the feet."""
+    pos = forward_kinematics(s.ang, off)[:, feet].mean(1)
+    s.speed[:] = -np.gradient(pos[:, 2]) * FPS
+    s.lateral[:] = -np.gradient(pos[:, 0]) * FPS
+
+
+def act_kneel(n, t, rng, off):
+    s = _blank(n)
+    dur = t[-1] + 1.0 / FPS
+    one = rng.random() < 0.5
+    stand_up = rng.random() < 0.4
+    d = _smoothstep((t - 0.3) / 1.2)
+    if stand_up:
+        d = d * _smoothstep((dur - 0.3 - t) / 1.2)
+    bump = 4 * d * (1 - d)  # lean forward and bend the hips on the way down and up
+    s.ang[:, PELVIS, X] = 0.35 * bump
+    side = rng.choice(["left", "right"])
+    if one:
+        front, back = ((L_HIP, L_KNEE, L_ANKLE), (R_HIP, R_KNEE, R_ANKLE)) if side == "left" \
+            else ((R_HIP, R_KNEE, R_ANKLE), (L_HIP, L_KNEE, L_ANKLE))
+        # Front thigh just above horizontal, shin vertical, foot flat: the hip is then as
+        # high above the front foot as above the back knee, so both rest on the floor.
+        s.ang[:, front[0], X] = -1.68 * d - 0.35 * bump
+        s.ang[:, front[1], X] = 1.68 * d
+        s.ang[:, back[0], X] = -0.5 * bump
+        s.ang[:, back[1], X] = 1.62 * d + 0.3 * bump
+        for hip, knee, ankle in (front, back):
+            s.ang[:, ankle, X] = -(s.ang[:, PELVIS, X] + s.ang[:, hip, X] + s.ang[:, knee, X])
+        s.ang[:, back[2], X] += 1.9 * d  # back toes tucked under
+        feet = [front[2]]
+    else:
+        s.ang[:, [L_HIP, R_HIP], X] = -0.7 * bump[:, None]
+        s.ang[:, [L_KNEE, R_KNEE], X] = (np.pi / 2 * d + 0.5 * bump)[:, None]
+        for hip, knee, ankle in ((L_HIP, L_KNEE, L_ANKLE), (R_HIP, R_KNEE, R_ANKLE)):
+            s.ang[:, ankle, X] = -(s.ang[:, PELVIS, X] + s.ang[:, hip, X] + s.ang[:, knee, X])
+            s.ang[:, ankle, X] += 2.7 * d  # feet stretched back, insteps on the floor
+        feet = [L_ANKLE, R_ANKLE]
+    s.ang[:, [L_SH, R_SH], X] = (-0.4 * bump)[:, None]
+    _arms_relaxed(s, rng)
+    _lock_feet(s, off, feet)
+    what = f"down on the {side} knee" if one else "down on both knees"
+    if stand_up:
+        s.phrases = [f"kneels {what} and then stands back up", "kneels briefly and gets up again",
+                     f"goes {what} before standing up"]
+    elif one:
+        s.phrases = [f"kneels {what}", f"goes down on one knee", f"kneels on the {side} knee"]
+    else:
+        s.phrases = ["kneels down on both knees", "kneels on the floor", "gets down on the knees"]
+    return s
+
+
+def act_side_bend(n, t, rng):
+    s = _blank(n)
+    dur = t[-1] + 1.0 / FPS
+    both = rng.random() < 0.4
+    side = rng.choice(["left", "right"])
+    sign = 1.0 if side == "left" else -1.0
+    depth = rng.uniform(0.45, 0.8)  # total lateral flexion of the trunk (radians)
+    if both:
+        f = rng.uniform(0.2, 0.35)
+        e = np.sin(2 * np.pi * f * t) * _smoothstep(t / 0.5) * _smoothstep((dur - t) / 0.5)
+    else:
+        e = sign * _envelope(t, dur, 0.9)
+    # Positive Z on a spine joint tilts the trunk towards -X (the subject's right).
+    s.ang[:, list(SPINE), Z] = -depth * e[:, None] * SPINE_SHARE
+    s.ang[:, NECK, Z] = 0.15 * depth * e  # keep the head roughly level
+    overhead = rng.random() < 0.6
+    if overhead:  # the arm opposite the bend reaches over the head
+        s.ang[:, R_SH, Z] = -2.6 * np.clip(e, 0, None) - 0.08
+        s.ang[:, L_SH, Z] = 2.6 * np.clip(-e, 0, None) + 0.08
+        s.ang[:, [L_ELB, R_ELB], X] = -0.2
+    else:
+        _arms_relaxed(s, rng)
+    if both:
+        s.phrases = ["bends the upper body from side to side", "stretches to the left and right",
+                     "does side bends to both sides"]
+    elif overhead:
+        s.phrases = [f"does a side stretch to the {side}",
+                     f"reaches over the head and bends to the {side}",
+                     f"stretches the side by bending to the {side}"]
+    else:
+        s.phrases = [f"leans to the {side}", f"bends sideways to the {side}",
+                     f"tilts the upper body to the {side}"]
+    return s
+
+
+def _twist(s: Segment, amount: np.ndarray) -> None:
+    """Turn the shoulders relative to the hips (positive: to the left), sharing the rotation
+    over the spine and drawing the scapulae along, as in a real trunk rotation."""
+    s.ang[:, list(SPINE), Y] += amount[:, None] * SPINE_SHARE
+    s.ang[:, [L_COLLAR, R_COLLAR], Y] += 0.35 * amount[:, None]
+
+
+def act_twist(n, t, rng):
+    s = _blank(n)
+    dur = t[-1] + 1.0 / FPS
+    look = rng.random() < 0.4
+    side = rng.choice(["left", "right"])
+    sign = 1.0 if side == "left" else -1.0
+    amp = rng.uniform(0.7, 1.25)
+    if look:  # looking behind takes the trunk to the end of its range
+        amp = rng.uniform(1.0, 1.3)
+        e = sign * _envelope(t, dur, 0.8)
+        _twist(s, amp * e)
+        s.ang[:, NECK, Y] = 0.5 * e
+        _arms_relaxed(s, rng)
+        s.phrases = [f"turns the upper body to look back over the {side} shoulder",
+                     f"twists around to the {side} to look behind",
+                     f"looks behind over the {side} shoulder"]
+        return s
+    f = rng.uniform(0.3, 0.6)
+    e = np.sin(2 * np.pi * f * t) * _smoothstep(t / 0.5) * _smoothstep((dur - t) / 0.5)
+    _twist(s, amp * e)
+    arms_out = rng.random() < 0.5
+    if arms_out:
+        s.ang[:, L_SH, Z] = 1.5
+        s.ang[:, R_SH, Z] = -1.5
+        s.phrases = ["twists the torso left and right with arms out",
+                     "rotates the upper body from side to side", "does torso twists"]
+    else:
+        s.ang[:, [L_SH, R_SH], X] = -0.9
+        s.ang[:, [L_ELB, R_ELB], X] = -1.6
+        s.phrases = ["twists the upper body from side to side", "does standing torso twists",
+                     "rotates the torso left and right"]
+    return s
+
+
+def act_cross_arms(n, t, rng):
+    s = _blank(n)
+    dur = t[-1] + 1.0 / FPS
+    e = _envelope(t, dur, 0.7)
+    # Upper arms slightly forward and rotated inwards, elbows bent so each forearm lies across
+    # the chest; the left arm sits a little higher so the forearms do not intersect.
+    for sh, elb, sg, flex in ((L_SH, L_ELB, 1.0, 0.5), (R_SH, R_ELB, -1.0, 0.35)):
+        s.ang[:, sh, X] = -flex * e
+        s.ang[:, sh, Y] = -sg * 1.3 * e
+        s.ang[:, sh, Z] = sg * (0.08 + 0.12 * e)
+        s.ang[:, elb, X] = -1.75 * e
+    s.phrases = ["crosses the arms over the chest", "folds the arms in front of the body",
+                 "stands with arms crossed"]
+    return s
+
+
+def act_clap(n, t, rng):
+    s = _blank(n)
+    dur = t[-1] + 1.0 / FPS
+    e = _envelope(t, dur, 0.5)
+    f = rng.uniform(1.5, 2.5)
+    high = rng.random() < 0.3
+    opening = 0.5 - 0.5 * np.cos(2 * np.pi * f * t)  # 0: palms together
+    # Closed, the palms meet on the midline without the hands crossing over.
+    for sh, elb, sg in ((L_SH, L_ELB, 1.0), (R_SH, R_ELB, -1.0)):
+        if high:
+            s.ang[:, sh, X] = -2.6 * e
+            s.ang[:, sh, Z] = sg * (0.3 - 0.35 * opening) * e
+            s.ang[:, elb, X] = -0.3 * e
+        else:
+            s.ang[:, sh, X] = -1.2 * e
+            s.ang[:, sh, Y] = -sg * (0.3 - 0.45 * opening) * e
+            s.ang[:, elb, X] = -0.5 * e
+    if high:
+        s.phrases = ["claps the hands above the head", "claps overhead", "raises the arms and claps"]
+    else:
+        s.phrases = ["claps the hands", "claps in front of the chest", "applauds"]
+    return s
+
+
+def act_throw(n, t, rng):
+    s = _blank(n)
+    dur = t[-1] + 1.0 / FPS
+    side = rng.choice(["left", "right"])
+    g = -1.0 if side == "right" else 1.0  # mirror sign of the throwing side (Y and Z flip)
+    sh, elb, osh = (R_SH, R_ELB, L_SH) if side == "right" else (L_SH, L_ELB, R_SH)
+    lead_hip, lead_knee = (L_HIP, L_KNEE) if side == "right" else (R_HIP, R_KNEE)
+    amp = rng.uniform(0.8, 1.25)
+    tw = 0.4 * dur
+    keys = [0.0, tw - 0.5, tw, tw + 0.25, tw + 0.6, dur]
+    # Twist away from the target on the wind-up, whip through towards it; the trunk tilts
+    # away from the throwing arm at release (overhand delivery).
+    _twist(s, _keys(t, keys, [0, 0.3 * g, g * amp, -0.5 * g * amp, -0.3 * g * amp, 0]))
+    s.ang[:, list(SPINE), Z] = _keys(t, keys, [0, 0, 0, -0.6 * g, -0.3 * g, 0])[:, None] * SPINE_SHARE
+    s.ang[:, PELVIS, X] = _keys(t, keys, [0, 0, -0.05, 0.35, 0.25, 0])
+    s.ang[:, sh, X] = _keys(t, keys, [0, 0.2, 0.5, -2.2, -1.0, 0])
+    s.ang[:, sh, Z] = _keys(t, keys, [0.1, 0.8, 1.6, 0.6, -0.3, 0.1]) * -g
+    s.ang[:, elb, X] = _keys(t, keys, [-0.1, -0.8, -1.6, -0.3, -0.2, -0.1])
+    s.ang[:, osh, X] = _keys(t, keys, [0, -0.6, -1.3, -0.6, -0.2, 0])
+    s.ang[:, osh, Z] = _keys(t, keys, [0.1, 0.1, 0.2, 0.3, 0.2, 0.1]) * g
+    s.ang[:, lead_hip, X] = _keys(t, keys, [0, -0.2, -0.45, -0.35, -0.25, 0])
+    s.ang[:, lead_knee, X] = _keys(t, keys, [0, 0.3, 0.2, 0.35, 0.3, 0])
+    _flat_feet(s)
+    s.phrases = [f"throws something with the {side} hand", f"winds up and throws with the {side} arm",
+                 f"throws a ball overhand with the {side} hand"]
+    return s
+
+
 ACTIONS: dict[str, tuple[Callable, tuple[float, float]]] = {
     "walk": (lambda n, t, r: act_walk(n, t, r, "walk"), (3.0, 7.0)),
     "run": (lambda n, t, r: act_walk(n, t, r, "run"), (2.0, 5.0)),
@@ -430,12 +650,20 @@ ACTIONS: dict[str, tuple[Callable, tuple[float, float]]] = {
     "kick": (act_kick, (1.5, 2.5)),
     "punch": (act_punch, (2.0, 4.0)),
     "crawl": (act_crawl, (3.0, 6.0)),
+    "kneel": (act_kneel, (3.0, 5.5)),
+    "side_bend": (act_side_bend, (3.0, 6.0)),
+    "twist": (act_twist, (3.0, 6.0)),
+    "cross_arms": (act_cross_arms, (2.5, 5.0)),
+    "clap": (act_clap, (2.0, 4.0)),
+    "throw": (act_throw, (2.0, 3.5)),
     "dance": (act_dance, (3.0, 7.0)),
     "idle": (act_idle, (2.0, 4.0)),
     "raise_arms": (act_raise_arms, (2.0, 4.0)),
     "bend_over": (act_bend_over, (2.5, 4.5)),
 }
 ACTION_NAMES = list(ACTIONS)
+# Actions whose pose depends on the subject's proportions get the bone offsets too.
+_NEEDS_OFFSETS = {"crawl", "kneel"}
 
 SUBJECTS = ["a person", "someone", "a man", "a woman", "the person", "a figure"]
 
@@ -499,6 +727,7 @@ class Motion:
 def generate_motion(seed: int, index: int) -> Motion:
     """One motion, fully determined by (seed, index)."""
     rng = np.random.default_rng([seed, index])
+    offsets = _subject_offsets(rng)
     n_seg = 1 if rng.random() < 0.6 else 2
     names = [ACTION_NAMES[int(rng.integers(len(ACTION_NAMES)))] for _ in range(n_seg)]
     segs = []
@@ -507,17 +736,20 @@ def generate_motion(seed: int, index: int) -> Motion:
         dur = rng.uniform(lo, hi) if n_seg == 1 else rng.uniform(lo, 0.5 * (lo + hi))
         n = max(int(round(dur * FPS)), 50 if n_seg == 1 else 30)
         t = np.arange(n) / FPS
-        segs.append(fn(n, t, rng))
+        segs.append(fn(n, t, rng, offsets) if name in _NEEDS_OFFSETS else fn(n, t, rng))
     ang = np.concatenate([s.ang for s in segs])
     drivers = np.stack([np.concatenate([getattr(s, k) for s in segs])
                         for k in ("speed", "lateral", "yaw_rate", "lift")], -1)
     # Smooth across segment boundaries so poses and velocities stay continuous.
     ang = _gaussian_smooth(ang, 2.5)
     drivers = _gaussian_smooth(drivers, 2.5)
-    speed, lateral, yaw_rate, lift = drivers.T
+    speed, lateral, yaw_rate, _ = drivers.T
+    # Lift is smoothed less so that landings keep frames with the feet on the floor; the few
+    # millimetres the smoothing leaves on those frames are dropped.
+    lift = _gaussian_smooth(np.concatenate([s.lift for s in segs]), 1.0)
+    lift = np.where(lift < 0.004, 0.0, lift)
     heading = rng.uniform(-np.pi, np.pi) + np.cumsum(yaw_rate) / FPS
     ang[:, 0, Y] += heading
-    offsets = _subject_offsets(rng)
     pos = forward_kinematics(ang, offsets)
     vx = speed * np.sin(heading) + lateral * np.cos(heading)
     vz = speed * np.cos(heading) - lateral * np.sin(heading)
@@ -555,7 +787,10 @@ _POS = {
     "out": "ADV", "after": "ADP", "that": "PRON", "in": "ADP", "on": "ADP", "to": "ADP",
     "with": "ADP", "over": "ADP", "into": "ADP", "of": "ADP", "at": "ADP", "above": "ADP",
     "before": "ADP", "without": "ADP", "for": "ADP", "while": "SCONJ", "and": "CCONJ", "is": "AUX",
-    "place": "NOUN",
+    "place": "NOUN", "knee": "NOUN", "chest": "NOUN", "body": "NOUN", "torso": "NOUN",
+    "shoulder": "NOUN", "ball": "NOUN", "side": "NOUN", "twists": "NOUN", "bends": "NOUN",
+    "one": "NUM", "upper": "ADJ", "overhand": "ADV", "overhead": "ADV", "behind": "ADV",
+    "across": "ADP", "crossed": "VERB", "sideways": "ADV",
 }
 _VERB_LEMMA = {
     "walks": "walk", "runs": "run", "jogs": "jog", "sneaks": "sneak", "curving": "curve",
@@ -568,7 +803,9 @@ _VERB_LEMMA = {
     "crawling": "crawl", "dances": "dance", "spinning": "spin", "sways": "sway", "looks": "look",
     "looking": "look", "waits": "wait", "moving": "move", "holds": "hold", "lifts": "lift",
     "stretches": "stretch", "bends": "bend", "touch": "touch", "leans": "lean", "pick": "pick",
-    "face": "face", "side": "side", "punches": "punch",
+    "face": "face", "side": "side", "punches": "punch", "kneels": "kneel", "goes": "go",
+    "tilts": "tilt", "reaches": "reach", "twists": "twist", "claps": "clap", "applauds": "applaud",
+    "crosses": "cross", "folds": "fold", "winds": "wind", "bends": "bend",
 }
 
 
