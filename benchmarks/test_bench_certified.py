@@ -1,0 +1,105 @@
+"""Certified mixed-precision search (issue 9): exact vs certified vs bf16 vs peers, one run.
+
+Grid: N in {3136, 12544}, Q=6, K in {512, 4096}, D in {64, 512}, on random codebooks and on
+k-means codebooks of clustered data. Records the mean candidate count per row-stage, overflow
+rows, and how often plain bf16 disagrees with the exact answer. The peers (vector-quantize-pytorch,
+faiss) run at K=512, D=512 unless RVQFAST_BENCH_FULL=1, to keep `pytest benchmarks/` short on 2 cores.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+
+import pytest
+import torch
+
+import _peers
+from rvqfast import ops
+from rvqfast.backends import available_backends, backend_load_errors
+
+pytestmark = pytest.mark.skipif(
+    "cpu" not in available_backends(), reason=f"rvqfast._C is not built: {backend_load_errors().get('cpu')}"
+)
+
+Q = 6
+FULL = os.environ.get("RVQFAST_BENCH_FULL") == "1"
+
+
+def _clustered_data(g, n, d, centres):
+    z = torch.randint(0, centres.shape[0], (n,), generator=g)
+    return centres[z] + 0.3 * torch.randn(n, d, generator=g)
+
+
+@functools.lru_cache(maxsize=None)
+def _codebooks(kind: str, k: int, d: int):
+    g = torch.Generator().manual_seed(k * 7 + d)
+    if kind == "random":
+        return None, torch.randn(Q, k, d, generator=g) * torch.logspace(0, -1, Q).view(Q, 1, 1)
+    # k-means codebooks of clustered data: per stage, seed with residual samples, one Lloyd step.
+    centres = 2 * torch.randn(256, d, generator=g)
+    train = _clustered_data(g, 2 * k, d, centres)
+    residual, cbs = train.clone(), []
+    for _ in range(Q):
+        cb = residual[torch.randperm(train.shape[0], generator=g)[:k]].clone()
+        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="certified")
+        counts, sums = ops.ema_stats(residual, idx, k, backend="cpu")
+        used = counts > 0
+        cb[used] = sums[used] / counts[used, None]
+        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="certified")
+        residual -= cb[idx]
+        cbs.append(cb)
+    return centres, torch.stack(cbs)
+
+
+def _problem(kind, n, k, d):
+    centres, cbs = _codebooks(kind, k, d)
+    g = torch.Generator().manual_seed(n + k + d)
+    x = torch.randn(n, d, generator=g) if centres is None else _clustered_data(g, n, d, centres)
+    return x, cbs
+
+
+@functools.lru_cache(maxsize=None)
+def _exact(kind, n, k, d):
+    x, cbs = _problem(kind, n, k, d)
+    return ops.rvq_encode(x, cbs, backend="cpu", precision="exact")[0]
+
+
+def _cases():
+    for n, k, d, kind in itertools.product([3136, 12544], [512, 4096], [64, 512], ["random", "kmeans"]):
+        if kind == "kmeans" and k == 4096 and not FULL:
+            continue  # k-means training at K=4096 costs more than the whole suite's budget
+        for who in ("exact", "certified", "bf16", "vqp", "faiss"):
+            if who in ("vqp", "faiss") and (k, d) != (512, 512) and not FULL:
+                continue
+            yield pytest.param(kind, n, k, d, who, id=f"{kind}-N{n}-K{k}-D{d}-{who}")
+
+
+@pytest.mark.parametrize("kind,n,k,d,who", list(_cases()))
+def test_certified_grid(benchmark, gemm_rate, kind, n, k, d, who):
+    from rvqfast.backends import cpu
+
+    x, cbs = _problem(kind, n, k, d)
+    exact = _exact(kind, n, k, d)
+    if who in ("exact", "certified", "bf16"):
+        def run():
+            return ops.rvq_encode(x, cbs, backend="cpu", precision=who)[0]
+    else:
+        run = (_peers.vqp if who == "vqp" else _peers.faiss_flat)(x, cbs)
+    cpu.reset_certified_stats()
+    idx = run()
+    info = {"gflops": 0.0, "row_disagreement_vs_exact": _peers.row_disagreement(idx, exact)}
+    if who == "certified":
+        stats = cpu.certified_stats()
+        info.update(mean_candidates=stats["mean_candidates"], overflow_rows=stats["overflow_rows"])
+    if who != "bf16":  # bf16 is approximate by design: its disagreement rate is the result
+        diff = (idx != exact).any(1)
+        if diff.any():  # only rows off the exact path need the (expensive) brute-force check
+            _peers.check_stagewise(x[diff], cbs, idx[diff], rtol=1e-3 if who in ("vqp", "faiss") else 1e-4)
+    benchmark.group = f"certified {kind} N={n} Q={Q} K={k} D={d}"
+    benchmark.pedantic(run, rounds=1 if n * k * d > 3136 * 4096 * 512 else 2, iterations=1)
+    sec = benchmark.stats.stats.median
+    info["gflops"] = 2 * n * k * d * Q / sec / 1e9
+    info["fp32_gemm_gflops"] = gemm_rate["fp32"]
+    info["bf16_gemm_gflops"] = gemm_rate["bf16"]
+    benchmark.extra_info.update(info)

@@ -1,0 +1,151 @@
+// Thin torch binding for the CPU kernels (module rvqfast._C).
+//
+// Converts inputs to contiguous fp32 / int64 (fp16 and bf16 inputs are computed in fp32),
+// checks shapes defensively (the public ops in rvqfast.ops validate first, with friendlier
+// messages), releases the GIL and calls the raw-pointer kernels in kernels/cpu.
+#include <torch/extension.h>
+
+#include <string>
+#include <vector>
+
+#include "cpu/decode_ema.h"
+#include "cpu/search.h"
+#include "cpu/simd.h"
+
+namespace {
+
+using rvqfast::cpu::Precision;
+
+Precision parse_precision(const std::string& p) {
+  if (p == "exact") return Precision::kExact;
+  if (p == "certified") return Precision::kCertified;
+  if (p == "bf16") return Precision::kBf16;
+  TORCH_CHECK_VALUE(false, "precision must be 'exact', 'certified' or 'bf16', got '", p, "'");
+}
+
+at::Tensor as_f32(const at::Tensor& t, const char* name, int64_t ndim) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got device ", t.device());
+  TORCH_CHECK_VALUE(t.dim() == ndim, name, " must have ", ndim, " dims, got ", t.sizes());
+  TORCH_CHECK_VALUE(at::isFloatingType(t.scalar_type()), name, " must be floating point, got ",
+                    t.scalar_type());
+  return t.to(at::kFloat).contiguous();
+}
+
+at::Tensor as_index(const at::Tensor& t, const char* name, int64_t ndim, int64_t num_codes) {
+  TORCH_CHECK_VALUE(t.device().is_cpu(), name, " must be a CPU tensor, got device ", t.device());
+  TORCH_CHECK_VALUE(t.dim() == ndim, name, " must have ", ndim, " dims, got ", t.sizes());
+  TORCH_CHECK_VALUE(!at::isFloatingType(t.scalar_type()) && t.scalar_type() != at::kBool, name,
+                    " must be an integer tensor, got ", t.scalar_type());
+  at::Tensor i = t.to(at::kLong).contiguous();
+  if (i.numel()) {
+    const int64_t lo = i.min().item<int64_t>(), hi = i.max().item<int64_t>();
+    TORCH_CHECK_VALUE(lo >= -1 && hi < num_codes, name, " out of range: values must be in [0, ",
+                      num_codes, ") or -1, got min ", lo, ", max ", hi);
+  }
+  return i;
+}
+
+std::tuple<at::Tensor, at::Tensor> nearest_code(const at::Tensor& x_in, const at::Tensor& cb_in,
+                                                const std::string& precision) {
+  const Precision p = parse_precision(precision);
+  at::Tensor x = as_f32(x_in, "x", 2), cb = as_f32(cb_in, "codebook", 2);
+  const int64_t N = x.size(0), D = x.size(1), K = cb.size(0);
+  TORCH_CHECK_VALUE(K >= 1, "codebook is empty: expected at least one code");
+  TORCH_CHECK_VALUE(cb.size(1) == D, "x has D=", D, " but codebook has D=", cb.size(1));
+  at::Tensor idx = at::empty({N}, at::kLong), dist = at::empty({N}, at::kFloat);
+  if (N == 0) return {idx, dist};
+  {
+    pybind11::gil_scoped_release nogil;
+    auto pc = rvqfast::cpu::prepare_codebook(cb.data_ptr<float>(), K, D, p != Precision::kExact);
+    rvqfast::cpu::nearest_code(x.data_ptr<float>(), N, pc, p, idx.data_ptr<int64_t>(),
+                               dist.data_ptr<float>());
+  }
+  return {idx, dist};
+}
+
+std::tuple<at::Tensor, at::Tensor> rvq_encode(const at::Tensor& x_in, const at::Tensor& cbs_in,
+                                              const std::string& precision) {
+  const Precision p = parse_precision(precision);
+  at::Tensor x = as_f32(x_in, "x", 2), cbs = as_f32(cbs_in, "codebooks", 3);
+  const int64_t N = x.size(0), D = x.size(1), Q = cbs.size(0), K = cbs.size(1);
+  TORCH_CHECK_VALUE(Q >= 1 && K >= 1, "codebooks must have Q >= 1 stages and K >= 1 codes, got ",
+                    cbs.sizes());
+  TORCH_CHECK_VALUE(cbs.size(2) == D, "x has D=", D, " but codebooks has D=", cbs.size(2));
+  at::Tensor idx = at::empty({N, Q}, at::kLong), quant = at::empty({N, D}, at::kFloat);
+  if (N == 0) return {idx, quant};
+  {
+    pybind11::gil_scoped_release nogil;
+    std::vector<rvqfast::cpu::PreparedCodebook> pcs;
+    pcs.reserve(static_cast<size_t>(Q));
+    for (int64_t q = 0; q < Q; ++q)
+      pcs.push_back(rvqfast::cpu::prepare_codebook(cbs.data_ptr<float>() + q * K * D, K, D,
+                                                   p != Precision::kExact));
+    rvqfast::cpu::rvq_encode(x.data_ptr<float>(), N, pcs, p, idx.data_ptr<int64_t>(),
+                             quant.data_ptr<float>());
+  }
+  return {idx, quant};
+}
+
+at::Tensor rvq_decode(const at::Tensor& idx_in, const at::Tensor& cbs_in) {
+  at::Tensor cbs = as_f32(cbs_in, "codebooks", 3);
+  const int64_t Q = cbs.size(0), K = cbs.size(1), D = cbs.size(2);
+  at::Tensor idx = as_index(idx_in, "indices", 2, K);
+  TORCH_CHECK_VALUE(idx.size(1) <= Q, "indices has ", idx.size(1), " stages but codebooks only ", Q);
+  const int64_t N = idx.size(0);
+  at::Tensor out = at::empty({N, D}, at::kFloat);
+  pybind11::gil_scoped_release nogil;
+  rvqfast::cpu::rvq_decode(idx.data_ptr<int64_t>(), N, idx.size(1), cbs.data_ptr<float>(), K, D,
+                           out.data_ptr<float>());
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> ema_stats(const at::Tensor& x_in, const at::Tensor& idx_in,
+                                             int64_t num_codes) {
+  TORCH_CHECK_VALUE(num_codes >= 1, "num_codes must be >= 1, got ", num_codes);
+  at::Tensor x = as_f32(x_in, "x", 2);
+  at::Tensor idx = as_index(idx_in, "indices", 1, num_codes);
+  TORCH_CHECK_VALUE(idx.size(0) == x.size(0), "indices has ", idx.size(0), " rows but x has ",
+                    x.size(0));
+  at::Tensor counts = at::empty({num_codes}, at::kFloat);
+  at::Tensor sums = at::empty({num_codes, x.size(1)}, at::kFloat);
+  pybind11::gil_scoped_release nogil;
+  rvqfast::cpu::ema_stats(x.data_ptr<float>(), idx.data_ptr<int64_t>(), x.size(0), x.size(1),
+                          num_codes, counts.data_ptr<float>(), sums.data_ptr<float>());
+  return {counts, sums};
+}
+
+pybind11::dict certified_stats() {
+  const auto s = rvqfast::cpu::certified_stats();
+  pybind11::dict d;
+  d["rows"] = s.rows;
+  d["overflow_rows"] = s.overflow_rows;
+  d["candidates"] = s.candidates;
+  d["mean_candidates"] = s.rows ? static_cast<double>(s.candidates) / static_cast<double>(s.rows) : 0.0;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "rvqfast C++ CPU kernels (nearest code, RVQ encode/decode, EMA stats, certified bf16)";
+  m.def("nearest_code", &nearest_code, "x (N,D), codebook (K,D), precision -> (indices, sqdist)",
+        pybind11::arg("x"), pybind11::arg("codebook"), pybind11::arg("precision") = "exact");
+  m.def("rvq_encode", &rvq_encode, "x (N,D), codebooks (Q,K,D), precision -> (indices, quantized)",
+        pybind11::arg("x"), pybind11::arg("codebooks"), pybind11::arg("precision") = "exact");
+  m.def("rvq_decode", &rvq_decode, "indices (N,Q') with -1 = skip, codebooks (Q,K,D) -> (N,D)",
+        pybind11::arg("indices"), pybind11::arg("codebooks"));
+  m.def("ema_stats", &ema_stats, "x (N,D), indices (N,), num_codes -> (counts (K,), sums (K,D))",
+        pybind11::arg("x"), pybind11::arg("indices"), pybind11::arg("num_codes"));
+  m.def("certified_stats", &certified_stats,
+        "Certified-mode counters since the last reset: rows, overflow_rows, candidates, "
+        "mean_candidates");
+  m.def("reset_certified_stats", &rvqfast::cpu::reset_certified_stats);
+  m.def("set_candidate_cap", &rvqfast::cpu::set_candidate_cap,
+        "Candidate cap per row in certified mode (0 = automatic: max(16, K/16))",
+        pybind11::arg("cap"));
+  m.def("candidate_cap", &rvqfast::cpu::candidate_cap, pybind11::arg("num_codes"));
+  m.def("simd_level", []() { return std::string(rvqfast::cpu::simd_level()); });
+  m.def("set_simd_avx512", &rvqfast::cpu::set_simd_avx512,
+        "Test hook: allow/forbid the AVX-512 kernels; returns whether AVX-512 is in use",
+        pybind11::arg("allow"));
+}

@@ -1,0 +1,68 @@
+#include "cpu/gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#if defined(__linux__)
+#include <dlfcn.h>
+#endif
+
+namespace rvqfast {
+namespace cpu {
+namespace {
+
+at::Tensor borrow(const void* p, int64_t rows, int64_t cols, at::ScalarType t) {
+  // from_blob never frees or copies: the caller owns every buffer for the call's duration.
+  return at::from_blob(const_cast<void*>(p), {rows, cols}, at::TensorOptions().dtype(t));
+}
+
+// PyTorch turns MKL's dynamic threading off, so an MKL GEMM called from inside at::parallel_for
+// would start its own threads on top of ours (measured 3-8x slower on 2 cores). MKL's
+// thread-local thread count fixes that; it is looked up at run time so builds whose BLAS is not
+// MKL simply skip it (oneDNN, used for bf16, already runs sequentially inside a parallel region).
+using SetLocalThreads = int (*)(int);
+
+SetLocalThreads mkl_set_local_threads() {
+  static const SetLocalThreads fn = []() -> SetLocalThreads {
+#if defined(__linux__)
+    void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+    void* sym = lib ? dlsym(lib, "MKL_Set_Num_Threads_Local") : nullptr;
+    if (!sym) sym = dlsym(RTLD_DEFAULT, "MKL_Set_Num_Threads_Local");
+    return reinterpret_cast<SetLocalThreads>(sym);
+#else
+    return nullptr;
+#endif
+  }();
+  return fn;
+}
+
+struct SequentialBlasGuard {
+  int prev = -1;
+  SequentialBlasGuard() {
+    if (at::in_parallel_region() && mkl_set_local_threads()) prev = mkl_set_local_threads()(1);
+  }
+  ~SequentialBlasGuard() {
+    if (prev >= 0) mkl_set_local_threads()(prev);
+  }
+};
+
+void gemm_nt(int64_t m, int64_t n, int64_t k, const void* a, const void* b, void* c,
+             at::ScalarType t) {
+  at::Tensor ta = borrow(a, m, k, t), tb = borrow(b, n, k, t), tc = borrow(c, m, n, t);
+  SequentialBlasGuard guard;
+  at::mm_out(tc, ta, tb.t());
+}
+
+}  // namespace
+
+void gemm_nt_f32(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
+  gemm_nt(m, n, k, a, b, c, at::kFloat);
+}
+
+void gemm_nt_bf16(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
+                  uint16_t* c) {
+  gemm_nt(m, n, k, a, b, c, at::kBFloat16);
+}
+
+}  // namespace cpu
+}  // namespace rvqfast

@@ -1,0 +1,312 @@
+#include "cpu/search.h"
+
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+
+#include "cpu/gemm.h"
+#include "cpu/simd.h"
+
+namespace rvqfast {
+namespace cpu {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+std::atomic<int64_t> g_rows{0}, g_overflow{0}, g_cands{0};
+std::atomic<int64_t> g_cap{0};
+
+inline uint16_t to_bf16(float f) { return c10::BFloat16(f).x; }  // round to nearest even
+
+// Smallest float >= v (for bounds that must not be rounded down).
+inline float round_up(double v) {
+  float f = static_cast<float>(v);
+  return static_cast<double>(f) < v ? std::nextafter(f, kInf) : f;
+}
+
+double norm2_f64(const float* a, int64_t d) {
+  double s = 0;
+  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(a[i]) * a[i];
+  return s;
+}
+
+// Rows per block. The GEMM of a block runs on all threads (BLAS / oneDNN threading) and the fused
+// epilogue is split over rows with at::parallel_for. Calling the GEMM from inside a parallel
+// region instead (one tile per thread) measured up to 20x slower on a loaded 2-core machine
+// (nested BLAS teams spinning against each other), and small blocks pay one fork/join each, so
+// blocks are large but bounded: at most 16 MiB of dot products whatever N is.
+int64_t block_rows(int64_t K, int64_t D, Precision p) {
+  (void)D;
+  if (p == Precision::kExact) return 4096;  // x min(K, 1024) fp32 dots (16 MiB)
+  // bf16 modes keep the whole block x K screen for the two-pass certification (2 bytes each).
+  return std::clamp<int64_t>((int64_t{1} << 23) / std::max<int64_t>(K, 1), 16, 4096);
+}
+
+constexpr int64_t kCodeChunk = 1024;  // exact mode: codes per GEMM call
+
+// Scratch buffers reused across the blocks of one call.
+struct Scratch {
+  std::vector<float> a;         // block x D centred rows (fp32)
+  std::vector<float> dots;      // block x chunk fp32 dot products (exact)
+  std::vector<uint16_t> a16;    // block x D bf16 rows
+  std::vector<uint16_t> s16;    // block x K bf16 dot products
+  std::vector<float> best;
+  std::vector<int64_t> bidx, cands, cand_count;
+  std::vector<float> ov_a;      // overflow rows, compacted
+  std::vector<int64_t> ov_rows, ov_idx;
+};
+
+void exact_block(const PreparedCodebook& cb, const float* a, int64_t n, Scratch& s,
+                 int64_t* out) {
+  const int64_t K = cb.K, D = cb.D, chunk = std::min(K, kCodeChunk);
+  s.dots.resize(static_cast<size_t>(n * chunk));
+  s.best.assign(static_cast<size_t>(n), kInf);
+  s.bidx.assign(static_cast<size_t>(n), 0);
+  for (int64_t k0 = 0; k0 < K; k0 += chunk) {
+    const int64_t tk = std::min(chunk, K - k0);
+    gemm_nt_f32(n, tk, D, a, cb.cc.data() + k0 * D, s.dots.data());
+    at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        argmin_update_f32(s.dots.data() + r * tk, cb.cn.data() + k0, tk, k0, s.best[r], s.bidx[r]);
+    });
+  }
+  for (int64_t r = 0; r < n; ++r) out[r] = cb.canon[s.bidx[r]];
+}
+
+// bf16 screen of a block; kBf16 takes the screened arg-min, kCertified keeps every code the
+// error bound cannot exclude and re-ranks those by their fp64 distance to the uncentred row `x`.
+void screened_block(const PreparedCodebook& cb, const float* a, const float* x, int64_t n,
+                    Precision p, Scratch& s, int64_t* out) {
+  const int64_t K = cb.K, D = cb.D;
+  s.a16.resize(static_cast<size_t>(n * D));
+  at::parallel_for(0, n * D, 4096, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) s.a16[i] = to_bf16(a[i]);
+  });
+  s.s16.resize(static_cast<size_t>(n * K));
+  gemm_nt_bf16(n, K, D, s.a16.data(), cb.cc_bf16.data(), s.s16.data());
+
+  if (p == Precision::kBf16) {
+    at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float best = kInf;
+        int64_t bi = 0;
+        argmin_update_bf16(s.s16.data() + r * K, cb.cn.data(), K, 0, best, bi);
+        out[r] = cb.canon[bi];
+      }
+    });
+    return;
+  }
+
+  constexpr double v = 1.0 / (1 << 24);  // fp32 unit roundoff
+  const int64_t cap = candidate_cap(K);
+  s.cands.resize(static_cast<size_t>(n * cap));
+  s.cand_count.resize(static_cast<size_t>(n));
+  at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const double A = std::sqrt(norm2_f64(a + r * D, D)) * (1 + 1e-6);
+      // Row-constant part of the bound: the centring rounding (4.1 v ||a||^2) and an absolute
+      // slack for flush-to-zero / underflow in the bf16 GEMM (docs/certified.md).
+      const double abs_slack = std::ldexp(
+          static_cast<double>(D) + std::sqrt(static_cast<double>(D)) * (A + cb.bmax), -118);
+      const float row_norm = round_up(A);
+      const float row_const = round_up(4.1 * v * A * A + abs_slack);
+      const uint16_t* sr = s.s16.data() + r * K;
+      int64_t* cands = s.cands.data() + r * cap;
+      const float m = screen_min_bf16(sr, cb.cn.data(), cb.alpha_b.data(), cb.beta_b2.data(),
+                                      row_norm, row_const, K);
+      int64_t cnt = K + 1;  // non-finite screen: force the exact fallback
+      if (std::isfinite(m) && std::isfinite(row_norm) && std::isfinite(row_const))
+        cnt = screen_collect_bf16(sr, cb.cn.data(), cb.alpha_b.data(), cb.beta_b2.data(),
+                                  row_norm, row_const, m, K, cands, cap);
+      s.cand_count[r] = cnt;
+      if (cnt > cap || cnt == 0) continue;
+      const float* xr = x + r * D;
+      double best = std::numeric_limits<double>::infinity();
+      int64_t bi = cands[0];
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t k = cands[j];
+        const double d = sqdist_f64(xr, cb.raw + k * D, D);
+        if (d < best) {  // candidates are in increasing order: ties keep the lowest index
+          best = d;
+          bi = k;
+        }
+      }
+      out[r] = cb.canon[bi];
+    }
+  });
+  int64_t cand_total = 0;
+  s.ov_rows.clear();
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t cnt = s.cand_count[r];
+    cand_total += std::min(cnt, K);
+    if (cnt > cap || cnt == 0) s.ov_rows.push_back(r);
+  }
+  g_rows += n;
+  g_cands += cand_total;
+  if (!s.ov_rows.empty()) {
+    const int64_t no = static_cast<int64_t>(s.ov_rows.size());
+    g_overflow += no;
+    s.ov_a.resize(static_cast<size_t>(no * D));
+    s.ov_idx.resize(static_cast<size_t>(no));
+    for (int64_t i = 0; i < no; ++i)
+      std::memcpy(s.ov_a.data() + i * D, a + s.ov_rows[i] * D, sizeof(float) * D);
+    exact_block(cb, s.ov_a.data(), no, s, s.ov_idx.data());
+    for (int64_t i = 0; i < no; ++i) out[s.ov_rows[i]] = s.ov_idx[i];
+  }
+}
+
+void search_block(const PreparedCodebook& cb, const float* a, const float* x, int64_t n,
+                  Precision p, Scratch& s, int64_t* out) {
+  if (p == Precision::kExact)
+    exact_block(cb, a, n, s, out);
+  else
+    screened_block(cb, a, x, n, p, s, out);
+}
+
+void centre(const float* x, const float* mu, int64_t n, int64_t D, float* a) {
+  at::parallel_for(0, n, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t d = 0; d < D; ++d) a[r * D + d] = x[r * D + d] - mu[d];
+  });
+}
+
+}  // namespace
+
+PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool need_bf16) {
+  PreparedCodebook cb;
+  cb.K = K;
+  cb.D = D;
+  cb.raw = codes;
+  std::vector<double> mu(static_cast<size_t>(D), 0.0);
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t d = 0; d < D; ++d) mu[d] += codes[k * D + d];
+  cb.mu.resize(static_cast<size_t>(D));
+  for (int64_t d = 0; d < D; ++d) cb.mu[d] = static_cast<float>(mu[d] / static_cast<double>(K));
+  cb.cc.resize(static_cast<size_t>(K * D));
+  cb.cn.resize(static_cast<size_t>(K));
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t d = 0; d < D; ++d) cb.cc[k * D + d] = codes[k * D + d] - cb.mu[d];
+    cb.cn[k] = static_cast<float>(norm2_f64(cb.cc.data() + k * D, D));
+  }
+  // Duplicated codes: map every code to the lowest index holding the same values, so exact ties
+  // between duplicates resolve to the lowest index whatever order the GEMM summed in.
+  std::vector<int64_t> order(static_cast<size_t>(K));
+  std::iota(order.begin(), order.end(), 0);
+  auto row_less = [&](int64_t i, int64_t j) {
+    const float *a = codes + i * D, *b = codes + j * D;
+    for (int64_t d = 0; d < D; ++d)
+      if (a[d] != b[d]) return a[d] < b[d];
+    return i < j;
+  };
+  std::sort(order.begin(), order.end(), row_less);
+  cb.canon.resize(static_cast<size_t>(K));
+  for (int64_t i = 0; i < K; ++i) {
+    const int64_t k = order[i];
+    const bool same_as_prev =
+        i > 0 && std::equal(codes + k * D, codes + (k + 1) * D, codes + order[i - 1] * D);
+    cb.canon[k] = same_as_prev ? cb.canon[order[i - 1]] : k;
+  }
+  if (need_bf16) {
+    constexpr double u = 1.0 / 256, v = 1.0 / (1 << 24);
+    const double Dd = static_cast<double>(D), g = Dd * v / (1 - Dd * v);
+    // Coefficients of the per-distance error bound; derivation in docs/certified.md.
+    double alpha = 2 * ((2 * u + u * u) + g * (1 + u) * (1 + u) + u * (1 + g) * (1 + u) * (1 + u)) +
+                   2 * v * (1 + u) * (1 + u) * (1 + u) * (1 + g);
+    alpha = alpha * (1 + 1.0 / 1024) + 16 * v;
+    const double beta = 17 * v;
+    cb.cc_bf16.resize(static_cast<size_t>(K * D));
+    cb.alpha_b.resize(static_cast<size_t>(K));
+    cb.beta_b2.resize(static_cast<size_t>(K));
+    for (int64_t i = 0; i < K * D; ++i) cb.cc_bf16[i] = to_bf16(cb.cc[i]);
+    for (int64_t k = 0; k < K; ++k) {
+      const double b2 = norm2_f64(cb.cc.data() + k * D, D), b = std::sqrt(b2) * (1 + 1e-6);
+      cb.bmax = std::max(cb.bmax, b);
+      cb.alpha_b[k] = round_up(alpha * b);
+      cb.beta_b2[k] = round_up(beta * b * b);
+    }
+  }
+  return cb;
+}
+
+void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precision p,
+                  int64_t* indices, float* sqdist) {
+  const int64_t D = cb.D, bm = std::min(N, block_rows(cb.K, D, p));
+  Scratch s;
+  s.a.resize(static_cast<size_t>(bm * D));
+  for (int64_t r0 = 0; r0 < N; r0 += bm) {
+    const int64_t n = std::min(bm, N - r0);
+    const float* xb = x + r0 * D;
+    centre(xb, cb.mu.data(), n, D, s.a.data());
+    search_block(cb, s.a.data(), xb, n, p, s, indices + r0);
+  }
+  if (sqdist)
+    at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
+      for (int64_t r = n0; r < n1; ++r)
+        sqdist[r] = static_cast<float>(sqdist_f64(x + r * D, cb.raw + indices[r] * D, D));
+    });
+}
+
+void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& cbs, Precision p,
+                int64_t* indices, float* quantized) {
+  const int64_t Q = static_cast<int64_t>(cbs.size()), D = cbs[0].D;
+  int64_t bm = N;
+  for (const auto& cb : cbs) bm = std::min(bm, block_rows(cb.K, D, p));
+  Scratch s;
+  s.a.resize(static_cast<size_t>(bm * D));
+  std::vector<float> res(static_cast<size_t>(bm * D));
+  std::vector<int64_t> idx(static_cast<size_t>(bm));
+  for (int64_t r0 = 0; r0 < N; r0 += bm) {
+    const int64_t n = std::min(bm, N - r0);
+    // The residual stays in this block buffer through all Q stages.
+    std::memcpy(res.data(), x + r0 * D, sizeof(float) * n * D);
+    float* qb = quantized + r0 * D;
+    std::fill(qb, qb + n * D, 0.0f);
+    for (int64_t q = 0; q < Q; ++q) {
+      const PreparedCodebook& cb = cbs[q];
+      centre(res.data(), cb.mu.data(), n, D, s.a.data());
+      search_block(cb, s.a.data(), res.data(), n, p, s, idx.data());
+      at::parallel_for(0, n, 64, [&](int64_t i0, int64_t i1) {
+        for (int64_t r = i0; r < i1; ++r) {
+          const float* c = cb.raw + idx[r] * D;
+          float* rr = res.data() + r * D;
+          float* qr = qb + r * D;
+          for (int64_t d = 0; d < D; ++d) {
+            rr[d] -= c[d];
+            qr[d] += c[d];
+          }
+          indices[(r0 + r) * Q + q] = idx[r];
+        }
+      });
+    }
+  }
+}
+
+CertifiedStats certified_stats() {
+  CertifiedStats s;
+  s.rows = g_rows.load();
+  s.overflow_rows = g_overflow.load();
+  s.candidates = g_cands.load();
+  return s;
+}
+
+void reset_certified_stats() {
+  g_rows = 0;
+  g_overflow = 0;
+  g_cands = 0;
+}
+
+void set_candidate_cap(int64_t cap) { g_cap = std::max<int64_t>(cap, 0); }  // 0 = automatic
+
+int64_t candidate_cap(int64_t K) {
+  const int64_t c = g_cap.load();
+  return c > 0 ? c : std::max<int64_t>(16, K / 16);
+}
+
+}  // namespace cpu
+}  // namespace rvqfast

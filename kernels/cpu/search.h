@@ -1,0 +1,56 @@
+// Nearest-code search and residual encoding on raw fp32 buffers (row-major, contiguous).
+//
+// Rows are processed in tiles (at::parallel_for over tiles; ATen's pool respects
+// torch.set_num_threads). Per tile: centre the rows on the codebook mean, compute the
+// tile x codes dot products with a GEMM into a per-thread buffer, and fuse the arg-min (exact) or
+// the certified screen + fp64 re-rank. No N x K matrix is ever allocated.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace rvqfast {
+namespace cpu {
+
+enum class Precision { kExact, kCertified, kBf16 };
+
+// One codebook with everything the search needs precomputed once per call.
+struct PreparedCodebook {
+  int64_t K = 0, D = 0;
+  const float* raw = nullptr;     // K x D, the caller's codes (not owned)
+  std::vector<float> mu;          // D: codebook mean (centring avoids fp32 cancellation)
+  std::vector<float> cc;          // K x D: codes - mu
+  std::vector<float> cn;          // K: ||codes - mu||^2 (accumulated in fp64)
+  std::vector<int64_t> canon;     // K: lowest index of a bitwise-equal-valued code (tie rule)
+  // bf16 screening only:
+  std::vector<uint16_t> cc_bf16;  // K x D: bf16(codes - mu), round to nearest even
+  std::vector<float> alpha_b;     // K: alpha * ||c_k - mu||, rounded up (see docs/certified.md)
+  std::vector<float> beta_b2;     // K: beta * ||c_k - mu||^2, rounded up
+  double bmax = 0;                // max_k ||c_k - mu||
+};
+
+PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool need_bf16);
+
+// indices (N), sqdist (N, direct ||x - c||^2; may be null).
+void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precision p,
+                  int64_t* indices, float* sqdist);
+
+// indices (N x Q) row-major, quantized (N x D) = sum of the chosen codes.
+void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& cbs, Precision p,
+                int64_t* indices, float* quantized);
+
+// Certified-mode statistics, accumulated over calls until reset.
+struct CertifiedStats {
+  int64_t rows = 0;            // row searches screened in certified mode
+  int64_t overflow_rows = 0;   // of which fell back to the exact fp32 search
+  int64_t candidates = 0;      // sum of candidate counts (capped at K) over screened rows
+};
+CertifiedStats certified_stats();
+void reset_certified_stats();
+
+// Candidate cap per row for certified mode; 0 = automatic (max(16, K / 16)).
+void set_candidate_cap(int64_t cap);
+int64_t candidate_cap(int64_t K);
+
+}  // namespace cpu
+}  // namespace rvqfast

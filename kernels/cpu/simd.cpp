@@ -1,0 +1,300 @@
+// Scalar and AVX-512 versions of the search primitives, with one-time run-time dispatch.
+#include "cpu/simd.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define RVQ_X86 1
+#else
+#define RVQ_X86 0
+#endif
+
+namespace rvqfast {
+namespace cpu {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+inline float bf16_to_f32(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// ----------------------------------------------------------------------------- scalar versions
+
+void argmin_f32_scalar(const float* dot, const float* cn, int64_t n, int64_t base, float& best,
+                       int64_t& best_idx) {
+  for (int64_t k = 0; k < n; ++k) {
+    float s = cn[k] - 2.0f * dot[k];
+    if (s < best) {
+      best = s;
+      best_idx = base + k;
+    }
+  }
+}
+
+void argmin_bf16_scalar(const uint16_t* dot, const float* cn, int64_t n, int64_t base,
+                        float& best, int64_t& best_idx) {
+  for (int64_t k = 0; k < n; ++k) {
+    float s = cn[k] - 2.0f * bf16_to_f32(dot[k]);
+    if (s < best) {
+      best = s;
+      best_idx = base + k;
+    }
+  }
+}
+
+float screen_min_scalar(const uint16_t* dot, const float* cn, const float* alpha_b,
+                        const float* beta_b2, float row_norm, float row_const, int64_t n) {
+  float m = kInf;
+  bool nan = false;
+  for (int64_t k = 0; k < n; ++k) {
+    float s = cn[k] - 2.0f * bf16_to_f32(dot[k]);
+    float t = s + (row_norm * alpha_b[k] + beta_b2[k] + row_const);
+    nan |= std::isnan(t);
+    m = t < m ? t : m;
+  }
+  return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+
+int64_t screen_collect_scalar(const uint16_t* dot, const float* cn, const float* alpha_b,
+                              const float* beta_b2, float row_norm, float row_const, float m,
+                              int64_t n, int64_t* out, int64_t cap) {
+  int64_t cnt = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    float s = cn[k] - 2.0f * bf16_to_f32(dot[k]);
+    float lo = s - (row_norm * alpha_b[k] + beta_b2[k] + row_const);
+    if (!(lo > m)) {  // keeps NaN too: an unordered comparison must never drop a code
+      if (cnt < cap) out[cnt] = k;
+      ++cnt;
+    }
+  }
+  return cnt;
+}
+
+double sqdist_scalar(const float* a, const float* b, int64_t d) {
+  double acc[4] = {0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 4 <= d; i += 4)
+    for (int j = 0; j < 4; ++j) {
+      double t = static_cast<double>(a[i + j]) - static_cast<double>(b[i + j]);
+      acc[j] += t * t;
+    }
+  for (; i < d; ++i) {
+    double t = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    acc[0] += t * t;
+  }
+  return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+// ---------------------------------------------------------------------------- AVX-512 versions
+#if RVQ_X86
+#define RVQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
+RVQ_AVX512 inline __m512 load_bf16x16(const uint16_t* p, __mmask16 m) {
+  __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+// Lane-wise running min with the lane's first index, then a reduction that keeps the lowest
+// index among lanes holding the minimum: the same answer as the scalar strict-< scan.
+RVQ_AVX512 inline void finish_argmin(__m512 vbest, __m512i vidx, int64_t base, float& best,
+                                     int64_t& best_idx) {
+  float m = _mm512_reduce_min_ps(vbest);
+  if (m < best) {
+    __mmask16 eq = _mm512_cmp_ps_mask(vbest, _mm512_set1_ps(m), _CMP_EQ_OQ);
+    int32_t k = _mm512_mask_reduce_min_epi32(eq, vidx);
+    best = m;
+    best_idx = base + k;
+  }
+}
+
+RVQ_AVX512 void argmin_f32_avx512(const float* dot, const float* cn, int64_t n, int64_t base,
+                                  float& best, int64_t& best_idx) {
+  const __m512 two = _mm512_set1_ps(2.0f);
+  __m512 vbest = _mm512_set1_ps(kInf);
+  __m512i vidx = _mm512_setzero_si512();
+  __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  int64_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    __m512 s = _mm512_fnmadd_ps(two, _mm512_loadu_ps(dot + k), _mm512_loadu_ps(cn + k));
+    __mmask16 lt = _mm512_cmp_ps_mask(s, vbest, _CMP_LT_OQ);
+    vbest = _mm512_mask_mov_ps(vbest, lt, s);
+    vidx = _mm512_mask_mov_epi32(vidx, lt, cur);
+    cur = _mm512_add_epi32(cur, step);
+  }
+  if (k < n) {
+    __mmask16 tail = static_cast<__mmask16>((1u << (n - k)) - 1u);
+    __m512 d = _mm512_maskz_loadu_ps(tail, dot + k);
+    __m512 c = _mm512_mask_loadu_ps(_mm512_set1_ps(kInf), tail, cn + k);
+    __m512 s = _mm512_fnmadd_ps(two, d, c);
+    __mmask16 lt = _mm512_mask_cmp_ps_mask(tail, s, vbest, _CMP_LT_OQ);
+    vbest = _mm512_mask_mov_ps(vbest, lt, s);
+    vidx = _mm512_mask_mov_epi32(vidx, lt, cur);
+  }
+  finish_argmin(vbest, vidx, base, best, best_idx);
+}
+
+RVQ_AVX512 void argmin_bf16_avx512(const uint16_t* dot, const float* cn, int64_t n, int64_t base,
+                                   float& best, int64_t& best_idx) {
+  const __m512 two = _mm512_set1_ps(2.0f);
+  __m512 vbest = _mm512_set1_ps(kInf);
+  __m512i vidx = _mm512_setzero_si512();
+  __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (int64_t k = 0; k < n; k += 16) {
+    __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
+                              : static_cast<__mmask16>((1u << (n - k)) - 1u);
+    __m512 s = _mm512_fnmadd_ps(two, load_bf16x16(dot + k, m),
+                                _mm512_mask_loadu_ps(_mm512_set1_ps(kInf), m, cn + k));
+    __mmask16 lt = _mm512_mask_cmp_ps_mask(m, s, vbest, _CMP_LT_OQ);
+    vbest = _mm512_mask_mov_ps(vbest, lt, s);
+    vidx = _mm512_mask_mov_epi32(vidx, lt, cur);
+    cur = _mm512_add_epi32(cur, step);
+  }
+  finish_argmin(vbest, vidx, base, best, best_idx);
+}
+
+RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const float* alpha_b,
+                                   const float* beta_b2, float row_norm, float row_const,
+                                   int64_t n) {
+  const __m512 two = _mm512_set1_ps(2.0f), rn = _mm512_set1_ps(row_norm),
+               rc = _mm512_set1_ps(row_const), inf = _mm512_set1_ps(kInf);
+  __m512 vmin = inf;
+  __mmask16 nan = 0;
+  for (int64_t k = 0; k < n; k += 16) {
+    __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
+                              : static_cast<__mmask16>((1u << (n - k)) - 1u);
+    __m512 s = _mm512_fnmadd_ps(two, load_bf16x16(dot + k, m), _mm512_maskz_loadu_ps(m, cn + k));
+    __m512 e = _mm512_add_ps(
+        _mm512_fmadd_ps(rn, _mm512_maskz_loadu_ps(m, alpha_b + k), _mm512_maskz_loadu_ps(m, beta_b2 + k)),
+        rc);
+    __m512 t = _mm512_add_ps(s, e);
+    nan |= _mm512_mask_cmp_ps_mask(m, t, t, _CMP_UNORD_Q);
+    vmin = _mm512_mask_min_ps(vmin, m, vmin, t);
+  }
+  if (nan) return std::numeric_limits<float>::quiet_NaN();
+  return _mm512_reduce_min_ps(vmin);
+}
+
+RVQ_AVX512 int64_t screen_collect_avx512(const uint16_t* dot, const float* cn,
+                                         const float* alpha_b, const float* beta_b2,
+                                         float row_norm, float row_const, float mval, int64_t n,
+                                         int64_t* out, int64_t cap) {
+  const __m512 two = _mm512_set1_ps(2.0f), rn = _mm512_set1_ps(row_norm),
+               rc = _mm512_set1_ps(row_const), mv = _mm512_set1_ps(mval);
+  int64_t cnt = 0;
+  for (int64_t k = 0; k < n; k += 16) {
+    __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
+                              : static_cast<__mmask16>((1u << (n - k)) - 1u);
+    __m512 s = _mm512_fnmadd_ps(two, load_bf16x16(dot + k, m), _mm512_maskz_loadu_ps(m, cn + k));
+    __m512 e = _mm512_add_ps(
+        _mm512_fmadd_ps(rn, _mm512_maskz_loadu_ps(m, alpha_b + k), _mm512_maskz_loadu_ps(m, beta_b2 + k)),
+        rc);
+    // NGT_UQ: "not greater", true when unordered, so a NaN never drops a code.
+    uint32_t keep = _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(s, e), mv, _CMP_NGT_UQ);
+    while (keep) {
+      int b = __builtin_ctz(keep);
+      if (cnt < cap) out[cnt] = k + b;
+      ++cnt;
+      keep &= keep - 1;
+    }
+  }
+  return cnt;
+}
+
+RVQ_AVX512 double sqdist_avx512(const float* a, const float* b, int64_t d) {
+  __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16) {
+    __m512d x0 = _mm512_cvtps_pd(_mm256_loadu_ps(a + i)), y0 = _mm512_cvtps_pd(_mm256_loadu_ps(b + i));
+    __m512d x1 = _mm512_cvtps_pd(_mm256_loadu_ps(a + i + 8)), y1 = _mm512_cvtps_pd(_mm256_loadu_ps(b + i + 8));
+    __m512d t0 = _mm512_sub_pd(x0, y0), t1 = _mm512_sub_pd(x1, y1);
+    acc0 = _mm512_fmadd_pd(t0, t0, acc0);
+    acc1 = _mm512_fmadd_pd(t1, t1, acc1);
+  }
+  double s = _mm512_reduce_add_pd(_mm512_add_pd(acc0, acc1));
+  for (; i < d; ++i) {
+    double t = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    s += t * t;
+  }
+  return s;
+}
+#endif  // RVQ_X86
+
+struct Dispatch {
+  decltype(&argmin_f32_scalar) argmin_f32 = argmin_f32_scalar;
+  decltype(&argmin_bf16_scalar) argmin_bf16 = argmin_bf16_scalar;
+  decltype(&screen_min_scalar) screen_min = screen_min_scalar;
+  decltype(&screen_collect_scalar) screen_collect = screen_collect_scalar;
+  decltype(&sqdist_scalar) sqdist = sqdist_scalar;
+  const char* level = "scalar";
+
+  Dispatch() { select(true); }
+
+  // Picks AVX-512 when allowed and supported, else scalar; returns whether AVX-512 is in use.
+  bool select(bool allow_avx512) {
+    argmin_f32 = argmin_f32_scalar;
+    argmin_bf16 = argmin_bf16_scalar;
+    screen_min = screen_min_scalar;
+    screen_collect = screen_collect_scalar;
+    sqdist = sqdist_scalar;
+    level = "scalar";
+#if RVQ_X86
+    __builtin_cpu_init();
+    if (allow_avx512 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+      argmin_f32 = argmin_f32_avx512;
+      argmin_bf16 = argmin_bf16_avx512;
+      screen_min = screen_min_avx512;
+      screen_collect = screen_collect_avx512;
+      sqdist = sqdist_avx512;
+      level = "avx512";
+    }
+#endif
+    return level[0] == 'a';
+  }
+};
+
+Dispatch& dispatch() {
+  static Dispatch d;
+  return d;
+}
+
+}  // namespace
+
+void argmin_update_f32(const float* dot, const float* cn, int64_t n, int64_t base, float& best,
+                       int64_t& best_idx) {
+  dispatch().argmin_f32(dot, cn, n, base, best, best_idx);
+}
+
+void argmin_update_bf16(const uint16_t* dot, const float* cn, int64_t n, int64_t base,
+                        float& best, int64_t& best_idx) {
+  dispatch().argmin_bf16(dot, cn, n, base, best, best_idx);
+}
+
+float screen_min_bf16(const uint16_t* dot, const float* cn, const float* alpha_b,
+                      const float* beta_b2, float row_norm, float row_const, int64_t n) {
+  return dispatch().screen_min(dot, cn, alpha_b, beta_b2, row_norm, row_const, n);
+}
+
+int64_t screen_collect_bf16(const uint16_t* dot, const float* cn, const float* alpha_b,
+                            const float* beta_b2, float row_norm, float row_const, float m,
+                            int64_t n, int64_t* out, int64_t cap) {
+  return dispatch().screen_collect(dot, cn, alpha_b, beta_b2, row_norm, row_const, m, n, out, cap);
+}
+
+double sqdist_f64(const float* a, const float* b, int64_t d) { return dispatch().sqdist(a, b, d); }
+
+const char* simd_level() { return dispatch().level; }
+
+bool set_simd_avx512(bool allow) { return dispatch().select(allow); }
+
+}  // namespace cpu
+}  // namespace rvqfast
