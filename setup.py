@@ -68,7 +68,7 @@ setup(
     python_requires=">=3.10",
     # 2.13.0 is the CPU wheel on local disk; the GPU machines run 2.11. An open upper bound would
     # let pip pull a newer multi-GB CUDA build.
-    install_requires=["torch>=2.4,<2.14", "numpy>=1.24", "tqdm>=4.60"],
+    install_requires=["torch>=2.4,<2.14", "numpy>=1.24", "tqdm>=4.60", "safetensors>=0.4"],
     extras_require={
         "viz": ["matplotlib>=3.7", "imageio>=2.30"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],

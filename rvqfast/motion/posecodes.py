@@ -190,7 +190,7 @@ _VERT_COS = [math.cos(math.radians(e)) for e in VERTICAL_EDGES_DEG]
 
 def _bin_count(value: torch.Tensor, edges: list[float], greater: bool = True) -> torch.Tensor:
     """Number of edges that ``value`` exceeds (or, with greater=False, lies below)."""
-    out = torch.zeros(value.shape, dtype=torch.int64)
+    out = torch.zeros_like(value, dtype=torch.int64)
     for e in edges:
         out = out + ((value > e) if greater else (value < e)).to(torch.int64)
     return out
@@ -273,11 +273,11 @@ def indices_to_multihot(indices):
     idx = torch.as_tensor(indices, dtype=torch.int64)
     if idx.shape[-1] != NUM_SLOTS:
         raise ValueError(f"indices: expected last dimension {NUM_SLOTS}, got {tuple(idx.shape)}")
-    sizes = torch.tensor(SLOT_SIZES)
+    sizes = torch.tensor(SLOT_SIZES, device=idx.device)
     if bool(((idx < 0) | (idx >= sizes)).any()):
         raise ValueError("indices: each entry must lie in [0, SLOT_SIZES[slot])")
-    flat = idx + torch.tensor(SLOT_OFFSETS)
-    out = torch.zeros(idx.shape[:-1] + (NUM_CATEGORIES,), dtype=torch.bool)
+    flat = idx + torch.tensor(SLOT_OFFSETS, device=idx.device)
+    out = torch.zeros(idx.shape[:-1] + (NUM_CATEGORIES,), dtype=torch.bool, device=idx.device)
     out.scatter_(-1, flat, True)
     return out.numpy() if is_np else out
 

@@ -1,0 +1,109 @@
+"""Atomic, pickle-free file helpers shared by saved models and training checkpoints.
+
+Tensors go to safetensors, everything else to JSON; writes go through a temp file in the same
+folder and ``os.replace``; reads validate names, shapes and dtypes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or saved model that is corrupt or does not match the model being loaded."""
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then os.replace (atomic on POSIX)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(obj: Any, path: str | Path) -> None:
+    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def atomic_save_tensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save
+
+    # safetensors refuses shared storage and needs contiguous CPU tensors.
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    data = save(flat, metadata=metadata)
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        obj = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return obj
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several error types for damaged files
+        raise CheckpointError(f"{path}: corrupt or not a safetensors file ({type(e).__name__}: {e})") from e
+    return tensors, meta
+
+
+def check_tensors(got: Mapping[str, Tensor], expected: Mapping[str, Tensor], source: str) -> None:
+    """Same names, shapes and dtypes, or a CheckpointError listing the differences."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if extra:
+        problems.append(f"unexpected tensors {extra[:5]}{' ...' if len(extra) > 5 else ''}")
+    for k in sorted(set(got) & set(expected)):
+        g, e = got[k], expected[k]
+        if tuple(g.shape) != tuple(e.shape) or g.dtype != e.dtype:
+            problems.append(f"{k}: saved {tuple(g.shape)} {g.dtype}, model needs {tuple(e.shape)} {e.dtype}")
+            if len(problems) > 8:
+                break
+    if problems:
+        raise CheckpointError(f"{source} does not match the model: " + "; ".join(problems))
+
+
+def load_tensors(path: str | Path, expected: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Read a safetensors file; with ``expected`` (e.g. a state_dict) validate it first."""
+    tensors, _ = read_safetensors(Path(path))
+    if expected is not None:
+        check_tensors(tensors, expected, str(path))
+    return tensors
+
+
+__all__ = ["CheckpointError", "atomic_write_json", "atomic_save_tensors", "read_json", "load_tensors",
+           "check_tensors", "read_safetensors"]

@@ -1,0 +1,33 @@
+"""Named starting configurations (flat dicts of TrainConfig / TokenizerConfig keys).
+
+* ``paper``: the published setting (AdamW lr 1e-4, betas 0.9/0.99, batch 256, window 64,
+  300k steps, warm-up 1000, lr x0.05 at 200k, width 512, 6 x 512 codes x 512 dims).
+* ``default``: sized for the embedded synthetic dataset on a laptop-class CPU: a narrower
+  network (width/code dim 128, 6 x 256 codes) and a higher learning rate, so a useful model
+  trains in minutes on 2 cores.
+* ``quick``: a smoke run (seconds to a minute) to check an installation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "lr": 1e-4, "betas": [0.9, 0.99], "batch_size": 256, "window": 64, "steps": 300_000,
+        "warmup_steps": 1000, "lr_milestones": [200_000], "lr_gamma": 0.05,
+        "val_every": 5000, "ckpt_every": 5000, "log_every": 50,
+        "width": 512, "code_dim": 512, "num_quantizers": 6, "codebook_size": 512,
+    },
+    "default": {
+        "lr": 5e-4, "betas": [0.9, 0.99], "batch_size": 32, "window": 64, "steps": 1000,
+        "warmup_steps": 100, "lr_milestones": [750], "lr_gamma": 0.2,
+        "val_every": 250, "ckpt_every": 250, "log_every": 10,
+        "width": 128, "code_dim": 128, "num_quantizers": 6, "codebook_size": 256,
+    },
+    "quick": {
+        "lr": 1e-3, "betas": [0.9, 0.99], "batch_size": 16, "window": 64, "steps": 100,
+        "warmup_steps": 10, "lr_milestones": [80], "lr_gamma": 0.2,
+        "val_every": 50, "ckpt_every": 50, "log_every": 5,
+        "width": 64, "code_dim": 64, "num_quantizers": 4, "codebook_size": 64,
+    },
+}
