@@ -5,6 +5,11 @@ import os
 
 import pytest
 import torch
+
+# Without a GPU the Triton kernels run on CPU tensors in Triton's interpreter. The variable must
+# be set before triton is first imported, which this file (loaded before any test module) does.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(

@@ -1,11 +1,7 @@
 """The Triton kernels against the reference backend (CUDA tensors on a GPU, else the interpreter).
 
-Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1``. That variable has to
-be set before triton is first imported, and in a whole-suite run other test files import rvqfast
-(and so the backend registry) long before this file, so here it cannot simply be set. Instead,
-when neither a GPU nor the interpreter is active, ``test_under_interpreter`` re-runs this file in
-a fresh ``pytest`` subprocess with ``TRITON_INTERPRET=1`` and asserts that run passed; the other
-tests are skipped in the parent and run in that child.
+Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1``, which
+``tests/conftest.py`` sets before triton is first imported.
 """
 from __future__ import annotations
 
@@ -28,28 +24,12 @@ RUN_HERE = INTERPRET or ON_GPU
 DEVICE = "cuda" if ON_GPU else "cpu"
 REPO = Path(__file__).resolve().parents[1]
 
-here = pytest.mark.skipif(not RUN_HERE, reason="runs in the TRITON_INTERPRET=1 subprocess (test_under_interpreter)")
+here = pytest.mark.skipif(not RUN_HERE, reason="needs a GPU or TRITON_INTERPRET=1 (tests/conftest.py sets it)")
 # The interpreter executes every program instance in Python: keep shapes tiny, examples few.
 few = settings(max_examples=25 if INTERPRET else 50, deadline=None)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DIMS = [1, 3, 7, 16, 33, 130]
-
-
-@pytest.mark.skipif(RUN_HERE, reason="already running with a GPU or the interpreter")
-def test_under_interpreter():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(Path(__file__).resolve()), "-q", "-x", "-p", "no:cacheprovider"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    assert proc.returncode == 0, f"interpreter run failed:\n{tail}"
-    m = re.search(r"(\d+) passed", proc.stdout)
-    expected = sum(1 for name in globals() if name.startswith("test_")) - 1
-    assert m and int(m.group(1)) == expected, f"expected {expected} tests to pass:\n{tail}"
 
 
 def _ops():
