@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 Q = 6
+TRAIN_PER_CODE, LLOYD_STEPS = 8, 2
 FULL = os.environ.get("RVQFAST_BENCH_FULL") == "1"
 
 
@@ -36,17 +37,21 @@ def _codebooks(kind: str, k: int, d: int):
     g = torch.Generator().manual_seed(k * 7 + d)
     if kind == "random":
         return None, torch.randn(Q, k, d, generator=g) * torch.logspace(0, -1, Q).view(Q, 1, 1)
-    # k-means codebooks of clustered data: per stage, seed with residual samples, one Lloyd step.
+    # k-means codebooks of clustered data: per stage, seed with residual samples, LLOYD_STEPS
+    # Lloyd steps on TRAIN_PER_CODE points per code. (With only 2 points per code, half the codes
+    # own a single point whose residual is then exactly zero, so later stages hold hundreds of
+    # duplicated zero codes: a degenerate codebook no trainer would produce.)
     centres = 2 * torch.randn(256, d, generator=g)
-    train = _clustered_data(g, 2 * k, d, centres)
+    train = _clustered_data(g, TRAIN_PER_CODE * k, d, centres)
     residual, cbs = train.clone(), []
     for _ in range(Q):
         cb = residual[torch.randperm(train.shape[0], generator=g)[:k]].clone()
-        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="certified")
-        counts, sums = ops.ema_stats(residual, idx, k, backend="cpu")
-        used = counts > 0
-        cb[used] = sums[used] / counts[used, None]
-        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="certified")
+        for _ in range(LLOYD_STEPS):
+            idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
+            counts, sums = ops.ema_stats(residual, idx, k, backend="cpu")
+            used = counts > 0
+            cb[used] = sums[used] / counts[used, None]
+        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
         residual -= cb[idx]
         cbs.append(cb)
     return centres, torch.stack(cbs)

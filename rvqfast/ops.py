@@ -2,7 +2,7 @@
 
 >>> import torch, rvqfast
 >>> x, cb = torch.randn(1000, 64), torch.randn(512, 64)
->>> idx, d2 = rvqfast.ops.nearest_code(x, cb)          # backend="auto", precision="exact"
+>>> idx, d2 = rvqfast.ops.nearest_code(x, cb)          # backend="auto", precision="auto"
 
 All ops accept float32/float16/bfloat16 inputs and compute in fp32; outputs are int64 indices
 and float32 values. ``backend`` is ``"auto"`` or one of :func:`rvqfast.available_backends`.
@@ -25,25 +25,38 @@ from .backends import available_backends, resolve
 __all__ = ["nearest_code", "rvq_encode", "rvq_decode", "ema_stats", "available_backends", "resolve_precision"]
 
 
+# Below this dimension the bf16 screen saves too little of the product to pay for the re-rank
+# (measured break-even around D=64 on an AVX512-BF16 CPU; see benchmarks/results/).
+AUTO_CERTIFIED_MIN_DIM = 128
+
+
 def _has_bf16_matrix_units(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     try:
         with open("/proc/cpuinfo") as f:
-            return " amx_bf16" in f.read()
+            flags = f.read()
     except OSError:
         return False
+    # AMX tiles, or AVX512-BF16 dot-product instructions: both run bf16 products >= 2x fp32.
+    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-def resolve_precision(precision: str, backend: str, device: torch.device) -> str:
-    """``"auto"`` becomes ``"certified"`` where bf16 matrix units make it pay, else ``"exact"``."""
+def resolve_precision(precision: str, backend: str, device: torch.device, dim: int | None = None) -> str:
+    """Turn ``"auto"`` into a concrete precision.
+
+    ``"auto"`` picks ``"certified"`` (bf16 screening with an exact fp32/fp64 re-rank: the same
+    indices as ``"exact"``) where the backend implements it natively, the hardware has bf16
+    matrix units and ``dim`` is large enough for the screen to pay; else ``"exact"``.
+    """
     check_precision(precision)
     if precision != "auto":
         return precision
     from .backends import _IMPLS
 
     certified_native = "certified" in getattr(_IMPLS.get(backend, {}).get("nearest_code"), "precisions", ())
-    return "certified" if certified_native and _has_bf16_matrix_units(device) else "exact"
+    big_enough = dim is None or dim >= AUTO_CERTIFIED_MIN_DIM
+    return "certified" if certified_native and big_enough and _has_bf16_matrix_units(device) else "exact"
 
 
 def _prep_search(x: Tensor, codebook: Tensor, cb_name: str, cb_ndim: int, cb_hint: str, backend: str, precision: str):
@@ -59,11 +72,11 @@ def _prep_search(x: Tensor, codebook: Tensor, cb_name: str, cb_ndim: int, cb_hin
     check_finite("x", x)
     check_finite(cb_name, codebook)
     b = resolve(backend, device)
-    return x.contiguous(), codebook.contiguous(), b, resolve_precision(precision, b, device)
+    return x.contiguous(), codebook.contiguous(), b, resolve_precision(precision, b, device, x.shape[1])
 
 
 def nearest_code(
-    x: Tensor, codebook: Tensor, *, backend: str = "auto", precision: str = "exact"
+    x: Tensor, codebook: Tensor, *, backend: str = "auto", precision: str = "auto"
 ) -> tuple[Tensor, Tensor]:
     """Nearest code of each row.
 
@@ -72,7 +85,8 @@ def nearest_code(
         codebook: (K, D) codes.
         backend: ``"auto"`` or a name from :func:`available_backends`.
         precision: ``"exact"`` (fp32), ``"certified"`` (bf16 screening + exact re-rank, same
-            result as exact), ``"bf16"`` (approximate, fastest) or ``"auto"``.
+            result as exact), ``"bf16"`` (approximate, fastest) or ``"auto"`` (the default:
+            certified where it is faster, else exact — see :func:`resolve_precision`).
 
     Returns:
         ``(indices (N,) int64, sqdist (N,) float32)``; exact ties resolve to the lowest index.
@@ -82,7 +96,7 @@ def nearest_code(
 
 
 def rvq_encode(
-    x: Tensor, codebooks: Tensor, *, backend: str = "auto", precision: str = "exact"
+    x: Tensor, codebooks: Tensor, *, backend: str = "auto", precision: str = "auto"
 ) -> tuple[Tensor, Tensor]:
     """Residual quantization through all stages in one call.
 

@@ -144,3 +144,52 @@ def test_auto_precision_is_certified_only_with_bf16_matrix_units():
 
     p = resolve_precision("auto", "cpu", torch.device("cpu"))
     assert p == ("certified" if _has_bf16_matrix_units(torch.device("cpu")) else "exact")
+
+
+def _kmeans_rvq(g, n_train, k, d, q, lloyd):
+    """RVQ codebooks trained by a few Lloyd steps on clustered data. With few training points per
+    code, later stages hold many duplicated (zero) codes: the screen must not keep them all."""
+    centres = 2 * torch.randn(32, d, generator=g)
+
+    def data(n):
+        return centres[torch.randint(0, 32, (n,), generator=g)] + 0.3 * torch.randn(n, d, generator=g)
+
+    residual, cbs = data(n_train), []
+    for _ in range(q):
+        cb = residual[torch.randperm(n_train, generator=g)[:k]].clone()
+        for _ in range(lloyd):
+            idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
+            counts, sums = ops.ema_stats(residual, idx, k, backend="cpu")
+            used = counts > 0
+            cb[used] = sums[used] / counts[used, None]
+        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
+        residual -= cb[idx]
+        cbs.append(cb)
+    return data(300), torch.stack(cbs)
+
+
+@pytest.mark.parametrize("points_per_code,lloyd", [(2, 1), (8, 2)])
+def test_certified_on_kmeans_codebooks(points_per_code, lloyd):
+    from rvqfast.backends import cpu
+
+    g = torch.Generator().manual_seed(points_per_code)
+    k, d, q = 64, 128, 4
+    x, cbs = _kmeans_rvq(g, points_per_code * k, k, d, q, lloyd)
+    cpu.reset_certified_stats()
+    idx, quant = ops.rvq_encode(x, cbs, backend="cpu", precision="certified")
+    stats = cpu.certified_stats()
+    residual = x.clone()
+    for s in range(q):  # each stage a true nearest code (fp64 check), duplicates at lowest index
+        assert_nearest(residual, cbs[s], idx[:, s], rtol=1e-6)
+        d64 = sqdist64(residual, cbs[s])
+        first_tied = (d64 == d64.gather(1, idx[:, s : s + 1])).float().argmax(1)
+        dup = (cbs[s][first_tied] == cbs[s][idx[:, s]]).all(1)
+        assert (first_tied[dup] == idx[:, s][dup]).all()
+        residual -= cbs[s][idx[:, s]]
+    ex_idx, _ = ops.rvq_encode(x, cbs, backend="cpu", precision="exact")
+    rows = (idx != ex_idx).any(1).nonzero().flatten()
+    assert len(rows) <= 3  # only fp32 near-ties may separate them
+    # The bound is tight enough here that rows rarely fall back to the exact search.
+    assert stats["rows"] == 300 * q
+    assert stats["overflow_rows"] <= 0.02 * stats["rows"], stats
+    assert stats["mean_candidates"] < 8, stats

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cpu/decode_ema.h"
+#include "cpu/gemm.h"
 #include "cpu/search.h"
 #include "cpu/simd.h"
 
@@ -144,6 +145,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Candidate cap per row in certified mode (0 = automatic: max(16, K/16))",
         pybind11::arg("cap"));
   m.def("candidate_cap", &rvqfast::cpu::candidate_cap, pybind11::arg("num_codes"));
+  m.def("set_gemm_onednn", &rvqfast::cpu::set_gemm_onednn,
+        "Test/benchmark hook: GEMMs through oneDNN (true) or at::mm (false); returns whether "
+        "oneDNN is in use",
+        pybind11::arg("allow"));
   m.def("simd_level", []() { return std::string(rvqfast::cpu::simd_level()); });
   m.def("set_simd_avx512", &rvqfast::cpu::set_simd_avx512,
         "Test hook: allow/forbid the AVX-512 kernels; returns whether AVX-512 is in use",

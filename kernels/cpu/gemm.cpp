@@ -46,14 +46,56 @@ struct SequentialBlasGuard {
   }
 };
 
+// ATen's oneDNN matmul (exported by libtorch_cpu but not declared in the installed headers).
+// For fp32 on AMD CPUs it measured 1.5-1.8x faster than the MKL sgemm behind at::mm (MKL takes a
+// generic code path there). Looked up at run time so a torch built without it still works.
+using MkldnnMatmul = void (*)(const at::Tensor&, const at::Tensor&, const at::Tensor&, float,
+                              float);
+
+MkldnnMatmul mkldnn_matmul_fn() {
+  static const MkldnnMatmul fn = []() -> MkldnnMatmul {
+#if defined(__linux__)
+    if (!at::hasMKLDNN()) return nullptr;
+    const char* name = "_ZN2at6native13mkldnn_matmulERKNS_6TensorES3_S3_ff";
+    void* lib = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+    void* sym = lib ? dlsym(lib, name) : nullptr;
+    if (!sym) sym = dlsym(RTLD_DEFAULT, name);
+    return reinterpret_cast<MkldnnMatmul>(sym);
+#else
+    return nullptr;
+#endif
+  }();
+  return fn;
+}
+
+// oneDNN honours torch's fp32 matmul precision setting (bf32 / tf32 down-conversion). The exact
+// search needs IEEE fp32 products, so any reduced setting sends fp32 GEMMs back to at::mm.
+bool onednn_fp32_is_ieee() {
+  const auto p = at::globalContext().float32Precision(at::Float32Backend::MKLDNN,
+                                                      at::Float32Op::MATMUL);
+  return p != at::Float32Precision::BF16 && p != at::Float32Precision::TF32;
+}
+
+bool g_use_onednn = true;
+
 void gemm_nt(int64_t m, int64_t n, int64_t k, const void* a, const void* b, void* c,
              at::ScalarType t) {
   at::Tensor ta = borrow(a, m, k, t), tb = borrow(b, n, k, t), tc = borrow(c, m, n, t);
+  if (g_use_onednn && !at::in_parallel_region() && mkldnn_matmul_fn() &&
+      (t != at::kFloat || onednn_fp32_is_ieee())) {
+    mkldnn_matmul_fn()(ta, tb.t(), tc, 0.0f, 1.0f);
+    return;
+  }
   SequentialBlasGuard guard;
   at::mm_out(tc, ta, tb.t());
 }
 
 }  // namespace
+
+bool set_gemm_onednn(bool allow) {
+  g_use_onednn = allow;
+  return allow && mkldnn_matmul_fn() != nullptr;
+}
 
 void gemm_nt_f32(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* c) {
   gemm_nt(m, n, k, a, b, c, at::kFloat);

@@ -1,7 +1,6 @@
 #include "cpu/search.h"
 
 #include <ATen/Parallel.h>
-#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,7 +21,6 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 std::atomic<int64_t> g_rows{0}, g_overflow{0}, g_cands{0};
 std::atomic<int64_t> g_cap{0};
 
-inline uint16_t to_bf16(float f) { return c10::BFloat16(f).x; }  // round to nearest even
 
 // Smallest float >= v (for bounds that must not be rounded down).
 inline float round_up(double v) {
@@ -49,45 +47,68 @@ int64_t block_rows(int64_t K, int64_t D, Precision p) {
 }
 
 constexpr int64_t kCodeChunk = 1024;  // exact mode: codes per GEMM call
+constexpr double kU = 1.0 / 256, kV = 1.0 / (1 << 24);  // bf16 and fp32 unit roundoffs
+constexpr double kF = 1 + 1.0 / 1024;  // covers the fp32 evaluation of the bound itself
 
-// Scratch buffers reused across the blocks of one call.
+// Scratch buffers reused across the blocks and stages of one call.
 struct Scratch {
   std::vector<float> a;         // block x D centred rows (fp32)
   std::vector<float> dots;      // block x chunk fp32 dot products (exact)
   std::vector<uint16_t> a16;    // block x D bf16 rows
   std::vector<uint16_t> s16;    // block x K bf16 dot products
+  std::vector<double> norms;    // block x 3: ||a||^2, ||bf16(a)||^2, ||a - bf16(a)||^2
   std::vector<float> best;
   std::vector<int64_t> bidx, cands, cand_count;
   std::vector<float> ov_a;      // overflow rows, compacted
   std::vector<int64_t> ov_rows, ov_idx;
 };
 
-void exact_block(const PreparedCodebook& cb, const float* a, int64_t n, Scratch& s,
-                 int64_t* out) {
+// Centre row r of `x` on `mu` into the scratch (plus bf16 copy and norms when screening).
+inline void prep_row(const float* x, const float* mu, int64_t D, bool bf16, Scratch& s,
+                     int64_t r) {
+  centre_row(x, mu, D, s.a.data() + r * D, bf16 ? s.a16.data() + r * D : nullptr,
+             bf16 ? s.norms.data() + 3 * r : nullptr);
+}
+
+void prep_block(const float* x, const float* mu, int64_t n, int64_t D, bool bf16, Scratch& s) {
+  at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) prep_row(x + r * D, mu, D, bf16, s, r);
+  });
+}
+
+// Exact search of the n centred rows in `a`; `finish(r)` runs (inside the parallel epilogue)
+// once out[r] is final.
+template <class Finish>
+void exact_block(const PreparedCodebook& cb, const float* a, int64_t n, Scratch& s, int64_t* out,
+                 const Finish& finish) {
   const int64_t K = cb.K, D = cb.D, chunk = std::min(K, kCodeChunk);
   s.dots.resize(static_cast<size_t>(n * chunk));
   s.best.assign(static_cast<size_t>(n), kInf);
   s.bidx.assign(static_cast<size_t>(n), 0);
   for (int64_t k0 = 0; k0 < K; k0 += chunk) {
     const int64_t tk = std::min(chunk, K - k0);
+    const bool last = k0 + tk >= K;
     gemm_nt_f32(n, tk, D, a, cb.cc.data() + k0 * D, s.dots.data());
     at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
+      for (int64_t r = r0; r < r1; ++r) {
         argmin_update_f32(s.dots.data() + r * tk, cb.cn.data() + k0, tk, k0, s.best[r], s.bidx[r]);
+        if (last) {
+          out[r] = cb.canon[s.bidx[r]];
+          finish(r);
+        }
+      }
     });
   }
-  for (int64_t r = 0; r < n; ++r) out[r] = cb.canon[s.bidx[r]];
 }
 
-// bf16 screen of a block; kBf16 takes the screened arg-min, kCertified keeps every code the
-// error bound cannot exclude and re-ranks those by their fp64 distance to the uncentred row `x`.
-void screened_block(const PreparedCodebook& cb, const float* a, const float* x, int64_t n,
-                    Precision p, Scratch& s, int64_t* out) {
+// bf16 screen of a block whose rows were prepared with bf16 copies and norms (prep_row).
+// kBf16 takes the screened arg-min; kCertified keeps every code the error bound cannot exclude
+// and re-ranks those by their fp64 distance to the uncentred row `x`. Rows whose candidate set
+// overflows are searched exactly afterwards; finish(r) runs once out[r] is final.
+template <class Finish>
+void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Precision p,
+                    Scratch& s, int64_t* out, const Finish& finish) {
   const int64_t K = cb.K, D = cb.D;
-  s.a16.resize(static_cast<size_t>(n * D));
-  at::parallel_for(0, n * D, 4096, [&](int64_t i0, int64_t i1) {
-    for (int64_t i = i0; i < i1; ++i) s.a16[i] = to_bf16(a[i]);
-  });
   s.s16.resize(static_cast<size_t>(n * K));
   gemm_nt_bf16(n, K, D, s.a16.data(), cb.cc_bf16.data(), s.s16.data());
 
@@ -96,36 +117,47 @@ void screened_block(const PreparedCodebook& cb, const float* a, const float* x, 
       for (int64_t r = r0; r < r1; ++r) {
         float best = kInf;
         int64_t bi = 0;
-        argmin_update_bf16(s.s16.data() + r * K, cb.cn.data(), K, 0, best, bi);
+        argmin_update_bf16(s.s16.data() + r * K, cb.cn_screen.data(), K, 0, best, bi);
         out[r] = cb.canon[bi];
+        finish(r);
       }
     });
     return;
   }
 
-  constexpr double v = 1.0 / (1 << 24);  // fp32 unit roundoff
   const int64_t cap = candidate_cap(K);
+  const double Dd = static_cast<double>(D);
   s.cands.resize(static_cast<size_t>(n * cap));
   s.cand_count.resize(static_cast<size_t>(n));
+  s.ov_a.resize(static_cast<size_t>(n * D));
   at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const double A = std::sqrt(norm2_f64(a + r * D, D)) * (1 + 1e-6);
-      // Row-constant part of the bound: the centring rounding (4.1 v ||a||^2) and an absolute
-      // slack for flush-to-zero / underflow in the bf16 GEMM (docs/certified.md).
-      const double abs_slack = std::ldexp(
-          static_cast<double>(D) + std::sqrt(static_cast<double>(D)) * (A + cb.bmax), -118);
-      const float row_norm = round_up(A);
-      const float row_const = round_up(4.1 * v * A * A + abs_slack);
+      // Per-row terms of the bound (docs/certified.md), inflated against the fp64 rounding of
+      // the norms and rounded up to fp32.
+      const double* nr = s.norms.data() + 3 * r;
+      const double A = std::sqrt(nr[0]) * (1 + 1e-6), Abar = std::sqrt(nr[1]) * (1 + 1e-6),
+                   Ea = std::sqrt(nr[2]) * (1 + 1e-6);
+      const double abs_slack = std::ldexp(Dd + std::sqrt(Dd) * (A + cb.bmax), -118);
+      ScreenRow row;
+      row.cu = round_up(kF * (2 * kU / (1 - kU) + 2 * kV));
+      row.ea = round_up(Ea);
+      row.abar = round_up(Abar);
+      row.rc = round_up(kF * (4.1 * kV * A * A + abs_slack));
       const uint16_t* sr = s.s16.data() + r * K;
       int64_t* cands = s.cands.data() + r * cap;
-      const float m = screen_min_bf16(sr, cb.cn.data(), cb.alpha_b.data(), cb.beta_b2.data(),
-                                      row_norm, row_const, K);
+      const float m = screen_min_bf16(sr, cb.cn_screen.data(), cb.sp.data(), cb.sq.data(), cb.sw.data(),
+                                      row, K);
       int64_t cnt = K + 1;  // non-finite screen: force the exact fallback
-      if (std::isfinite(m) && std::isfinite(row_norm) && std::isfinite(row_const))
-        cnt = screen_collect_bf16(sr, cb.cn.data(), cb.alpha_b.data(), cb.beta_b2.data(),
-                                  row_norm, row_const, m, K, cands, cap);
+      if (std::isfinite(m) && std::isfinite(row.ea) && std::isfinite(row.abar) &&
+          std::isfinite(row.rc))
+        cnt = screen_collect_bf16(sr, cb.cn_screen.data(), cb.sp.data(), cb.sq.data(), cb.sw.data(),
+                                  row, m, K, cands, cap);
       s.cand_count[r] = cnt;
-      if (cnt > cap || cnt == 0) continue;
+      if (cnt > cap || cnt == 0) {
+        // Keep the centred row: finish(r) below may overwrite s.a for the next stage.
+        std::memcpy(s.ov_a.data() + r * D, s.a.data() + r * D, sizeof(float) * D);
+        continue;
+      }
       const float* xr = x + r * D;
       double best = std::numeric_limits<double>::infinity();
       int64_t bi = cands[0];
@@ -138,6 +170,7 @@ void screened_block(const PreparedCodebook& cb, const float* a, const float* x, 
         }
       }
       out[r] = cb.canon[bi];
+      finish(r);
     }
   });
   int64_t cand_total = 0;
@@ -152,28 +185,34 @@ void screened_block(const PreparedCodebook& cb, const float* a, const float* x, 
   if (!s.ov_rows.empty()) {
     const int64_t no = static_cast<int64_t>(s.ov_rows.size());
     g_overflow += no;
-    s.ov_a.resize(static_cast<size_t>(no * D));
+    for (int64_t i = 0; i < no; ++i)  // compact in place (rows only move to lower positions)
+      std::memmove(s.ov_a.data() + i * D, s.ov_a.data() + s.ov_rows[i] * D, sizeof(float) * D);
     s.ov_idx.resize(static_cast<size_t>(no));
-    for (int64_t i = 0; i < no; ++i)
-      std::memcpy(s.ov_a.data() + i * D, a + s.ov_rows[i] * D, sizeof(float) * D);
-    exact_block(cb, s.ov_a.data(), no, s, s.ov_idx.data());
-    for (int64_t i = 0; i < no; ++i) out[s.ov_rows[i]] = s.ov_idx[i];
+    exact_block(cb, s.ov_a.data(), no, s, s.ov_idx.data(), [](int64_t) {});
+    at::parallel_for(0, no, 16, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        out[s.ov_rows[i]] = s.ov_idx[i];
+        finish(s.ov_rows[i]);
+      }
+    });
   }
 }
 
-void search_block(const PreparedCodebook& cb, const float* a, const float* x, int64_t n,
-                  Precision p, Scratch& s, int64_t* out) {
+template <class Finish>
+void search_block(const PreparedCodebook& cb, const float* x, int64_t n, Precision p, Scratch& s,
+                  int64_t* out, const Finish& finish) {
   if (p == Precision::kExact)
-    exact_block(cb, a, n, s, out);
+    exact_block(cb, s.a.data(), n, s, out, finish);
   else
-    screened_block(cb, a, x, n, p, s, out);
+    screened_block(cb, x, n, p, s, out, finish);
 }
 
-void centre(const float* x, const float* mu, int64_t n, int64_t D, float* a) {
-  at::parallel_for(0, n, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      for (int64_t d = 0; d < D; ++d) a[r * D + d] = x[r * D + d] - mu[d];
-  });
+void size_scratch(Scratch& s, int64_t bm, int64_t D, Precision p) {
+  s.a.resize(static_cast<size_t>(bm * D));
+  if (p != Precision::kExact) {
+    s.a16.resize(static_cast<size_t>(bm * D));
+    s.norms.resize(static_cast<size_t>(3 * bm));
+  }
 }
 
 }  // namespace
@@ -213,22 +252,26 @@ PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool
     cb.canon[k] = same_as_prev ? cb.canon[order[i - 1]] : k;
   }
   if (need_bf16) {
-    constexpr double u = 1.0 / 256, v = 1.0 / (1 << 24);
-    const double Dd = static_cast<double>(D), g = Dd * v / (1 - Dd * v);
-    // Coefficients of the per-distance error bound; derivation in docs/certified.md.
-    double alpha = 2 * ((2 * u + u * u) + g * (1 + u) * (1 + u) + u * (1 + g) * (1 + u) * (1 + u)) +
-                   2 * v * (1 + u) * (1 + u) * (1 + u) * (1 + g);
-    alpha = alpha * (1 + 1.0 / 1024) + 16 * v;
-    const double beta = 17 * v;
+    // Per-code coefficients of the screening bound; derivation in docs/certified.md.
+    const double Dd = static_cast<double>(D), g = Dd * kV / (1 - Dd * kV);
     cb.cc_bf16.resize(static_cast<size_t>(K * D));
-    cb.alpha_b.resize(static_cast<size_t>(K));
-    cb.beta_b2.resize(static_cast<size_t>(K));
-    for (int64_t i = 0; i < K * D; ++i) cb.cc_bf16[i] = to_bf16(cb.cc[i]);
+    cb.sp.resize(static_cast<size_t>(K));
+    cb.sq.resize(static_cast<size_t>(K));
+    cb.sw.resize(static_cast<size_t>(K));
+    cb.cn_screen.resize(static_cast<size_t>(K));
+    for (int64_t k = 0; k < K; ++k) cb.cn_screen[k] = cb.canon[k] == k ? cb.cn[k] : kInf;
+    std::vector<float> scratch(static_cast<size_t>(D));
+    const std::vector<float> zero(static_cast<size_t>(D), 0.0f);
     for (int64_t k = 0; k < K; ++k) {
-      const double b2 = norm2_f64(cb.cc.data() + k * D, D), b = std::sqrt(b2) * (1 + 1e-6);
+      double nb[3];  // ||b||^2, ||bf16(b)||^2, ||b - bf16(b)||^2 of the centred code b = c_k - mu
+      centre_row(cb.cc.data() + k * D, zero.data(), D, scratch.data(),
+                 cb.cc_bf16.data() + k * D, nb);
+      const double b = std::sqrt(nb[0]) * (1 + 1e-6), bbar = std::sqrt(nb[1]) * (1 + 1e-6),
+                   eb = std::sqrt(nb[2]) * (1 + 1e-6);
       cb.bmax = std::max(cb.bmax, b);
-      cb.alpha_b[k] = round_up(alpha * b);
-      cb.beta_b2[k] = round_up(beta * b * b);
+      cb.sp[k] = round_up(kF * 2 * b);
+      cb.sq[k] = round_up(kF * 2 * (eb + g * bbar));
+      cb.sw[k] = round_up(kF * 7 * kV * b * b);
     }
   }
   return cb;
@@ -237,13 +280,14 @@ PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool
 void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precision p,
                   int64_t* indices, float* sqdist) {
   const int64_t D = cb.D, bm = std::min(N, block_rows(cb.K, D, p));
+  const bool bf16 = p != Precision::kExact;
   Scratch s;
-  s.a.resize(static_cast<size_t>(bm * D));
+  size_scratch(s, bm, D, p);
   for (int64_t r0 = 0; r0 < N; r0 += bm) {
     const int64_t n = std::min(bm, N - r0);
     const float* xb = x + r0 * D;
-    centre(xb, cb.mu.data(), n, D, s.a.data());
-    search_block(cb, s.a.data(), xb, n, p, s, indices + r0);
+    prep_block(xb, cb.mu.data(), n, D, bf16, s);
+    search_block(cb, xb, n, p, s, indices + r0, [](int64_t) {});
   }
   if (sqdist)
     at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
@@ -255,10 +299,11 @@ void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precisi
 void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& cbs, Precision p,
                 int64_t* indices, float* quantized) {
   const int64_t Q = static_cast<int64_t>(cbs.size()), D = cbs[0].D;
+  const bool bf16 = p != Precision::kExact;
   int64_t bm = N;
   for (const auto& cb : cbs) bm = std::min(bm, block_rows(cb.K, D, p));
   Scratch s;
-  s.a.resize(static_cast<size_t>(bm * D));
+  size_scratch(s, bm, D, p);
   std::vector<float> res(static_cast<size_t>(bm * D));
   std::vector<int64_t> idx(static_cast<size_t>(bm));
   for (int64_t r0 = 0; r0 < N; r0 += bm) {
@@ -266,23 +311,31 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
     // The residual stays in this block buffer through all Q stages.
     std::memcpy(res.data(), x + r0 * D, sizeof(float) * n * D);
     float* qb = quantized + r0 * D;
-    std::fill(qb, qb + n * D, 0.0f);
+    prep_block(res.data(), cbs[0].mu.data(), n, D, bf16, s);
     for (int64_t q = 0; q < Q; ++q) {
       const PreparedCodebook& cb = cbs[q];
-      centre(res.data(), cb.mu.data(), n, D, s.a.data());
-      search_block(cb, s.a.data(), res.data(), n, p, s, idx.data());
-      at::parallel_for(0, n, 64, [&](int64_t i0, int64_t i1) {
-        for (int64_t r = i0; r < i1; ++r) {
-          const float* c = cb.raw + idx[r] * D;
-          float* rr = res.data() + r * D;
-          float* qr = qb + r * D;
+      const float* next_mu = q + 1 < Q ? cbs[q + 1].mu.data() : nullptr;
+      // Runs in the search's parallel epilogue as soon as row r's code is final: residual and
+      // output update, then the row's centring for the next stage (saves a pass and a fork/join).
+      auto finish = [&](int64_t r) {
+        const float* c = cb.raw + idx[r] * D;
+        float* rr = res.data() + r * D;
+        float* qr = qb + r * D;
+        if (q == 0) {
+          for (int64_t d = 0; d < D; ++d) {
+            rr[d] -= c[d];
+            qr[d] = c[d];
+          }
+        } else {
           for (int64_t d = 0; d < D; ++d) {
             rr[d] -= c[d];
             qr[d] += c[d];
           }
-          indices[(r0 + r) * Q + q] = idx[r];
         }
-      });
+        indices[(r0 + r) * Q + q] = idx[r];
+        if (next_mu) prep_row(rr, next_mu, D, bf16, s, r);
+      };
+      search_block(cb, res.data(), n, p, s, idx.data(), finish);
     }
   }
 }

@@ -1,9 +1,9 @@
 // Nearest-code search and residual encoding on raw fp32 buffers (row-major, contiguous).
 //
-// Rows are processed in tiles (at::parallel_for over tiles; ATen's pool respects
-// torch.set_num_threads). Per tile: centre the rows on the codebook mean, compute the
-// tile x codes dot products with a GEMM into a per-thread buffer, and fuse the arg-min (exact) or
-// the certified screen + fp64 re-rank. No N x K matrix is ever allocated.
+// Rows are processed in bounded blocks. Per block and stage: one multi-threaded GEMM of the
+// centred rows against the centred codes, then one at::parallel_for epilogue that fuses the arg-min
+// (exact) or the certified screen + fp64 re-rank, the residual update and the centring (and bf16
+// rounding) of the rows for the next stage. No N x K matrix is ever allocated.
 #pragma once
 
 #include <cstdint>
@@ -24,8 +24,13 @@ struct PreparedCodebook {
   std::vector<int64_t> canon;     // K: lowest index of a bitwise-equal-valued code (tie rule)
   // bf16 screening only:
   std::vector<uint16_t> cc_bf16;  // K x D: bf16(codes - mu), round to nearest even
-  std::vector<float> alpha_b;     // K: alpha * ||c_k - mu||, rounded up (see docs/certified.md)
-  std::vector<float> beta_b2;     // K: beta * ||c_k - mu||^2, rounded up
+  std::vector<float> cn_screen;   // K: cn, or +inf for a duplicate of a lower-indexed code (its
+                                  // distance equals its canonical copy's: screening it only adds
+                                  // tied candidates)
+  // Per-code coefficients of the screening error bound, rounded up (docs/certified.md).
+  std::vector<float> sp;          // K: f * 2 ||b_k||                (times the row's ||a - bf16(a)||)
+  std::vector<float> sq;          // K: f * 2 (||b_k - bf16(b_k)|| + g ||bf16(b_k)||)  (times ||bf16(a)||)
+  std::vector<float> sw;          // K: f * 7 v ||b_k||^2
   double bmax = 0;                // max_k ||c_k - mu||
 };
 

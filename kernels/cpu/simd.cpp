@@ -49,32 +49,67 @@ void argmin_bf16_scalar(const uint16_t* dot, const float* cn, int64_t n, int64_t
   }
 }
 
-float screen_min_scalar(const uint16_t* dot, const float* cn, const float* alpha_b,
-                        const float* beta_b2, float row_norm, float row_const, int64_t n) {
+inline float screen_err(float d, const ScreenRow& row, float p, float q, float w) {
+  return row.cu * std::fabs(d) + row.ea * p + row.abar * q + w + row.rc;
+}
+
+float screen_min_scalar(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                        const float* w, const ScreenRow& row, int64_t n) {
   float m = kInf;
   bool nan = false;
   for (int64_t k = 0; k < n; ++k) {
-    float s = cn[k] - 2.0f * bf16_to_f32(dot[k]);
-    float t = s + (row_norm * alpha_b[k] + beta_b2[k] + row_const);
+    const float d = bf16_to_f32(dot[k]);
+    const float t = (cn[k] - 2.0f * d) + screen_err(d, row, p[k], q[k], w[k]);
     nan |= std::isnan(t);
     m = t < m ? t : m;
   }
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
-int64_t screen_collect_scalar(const uint16_t* dot, const float* cn, const float* alpha_b,
-                              const float* beta_b2, float row_norm, float row_const, float m,
+int64_t screen_collect_scalar(const uint16_t* dot, const float* cn, const float* p,
+                              const float* q, const float* w, const ScreenRow& row, float m,
                               int64_t n, int64_t* out, int64_t cap) {
   int64_t cnt = 0;
   for (int64_t k = 0; k < n; ++k) {
-    float s = cn[k] - 2.0f * bf16_to_f32(dot[k]);
-    float lo = s - (row_norm * alpha_b[k] + beta_b2[k] + row_const);
+    const float d = bf16_to_f32(dot[k]);
+    const float lo = (cn[k] - 2.0f * d) - screen_err(d, row, p[k], q[k], w[k]);
     if (!(lo > m)) {  // keeps NaN too: an unordered comparison must never drop a code
       if (cnt < cap) out[cnt] = k;
       ++cnt;
     }
   }
   return cnt;
+}
+
+// Round-to-nearest-even fp32 -> bf16 on the bit pattern (inputs are finite or inf, never NaN:
+// the ops reject NaN; an overflow to inf is caught by the callers' finiteness checks).
+inline uint16_t f32_to_bf16_rne(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+void centre_row_scalar(const float* x, const float* mu, int64_t d, float* a, uint16_t* a16,
+                       double* norms) {
+  double n0 = 0, n1 = 0, n2 = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    const float v = x[i] - mu[i];
+    a[i] = v;
+    if (a16) {
+      const uint16_t h = f32_to_bf16_rne(v);
+      a16[i] = h;
+      const double vb = bf16_to_f32(h), dv = static_cast<double>(v) - vb;
+      n0 += static_cast<double>(v) * v;
+      n1 += vb * vb;
+      n2 += dv * dv;
+    }
+  }
+  if (a16) {
+    norms[0] = n0;
+    norms[1] = n1;
+    norms[2] = n2;
+  }
 }
 
 double sqdist_scalar(const float* a, const float* b, int64_t d) {
@@ -161,21 +196,27 @@ RVQ_AVX512 void argmin_bf16_avx512(const uint16_t* dot, const float* cn, int64_t
   finish_argmin(vbest, vidx, base, best, best_idx);
 }
 
-RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const float* alpha_b,
-                                   const float* beta_b2, float row_norm, float row_const,
+RVQ_AVX512 inline __m512 screen_err16(__m512 d, __mmask16 m, const float* p, const float* q,
+                                      const float* w, __m512 cu, __m512 ea, __m512 ab, __m512 rc) {
+  __m512 e = _mm512_fmadd_ps(ab, _mm512_maskz_loadu_ps(m, q), _mm512_add_ps(_mm512_maskz_loadu_ps(m, w), rc));
+  e = _mm512_fmadd_ps(ea, _mm512_maskz_loadu_ps(m, p), e);
+  return _mm512_fmadd_ps(cu, _mm512_abs_ps(d), e);
+}
+
+RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const float* p,
+                                   const float* q, const float* w, const ScreenRow& row,
                                    int64_t n) {
-  const __m512 two = _mm512_set1_ps(2.0f), rn = _mm512_set1_ps(row_norm),
-               rc = _mm512_set1_ps(row_const), inf = _mm512_set1_ps(kInf);
+  const __m512 two = _mm512_set1_ps(2.0f), cu = _mm512_set1_ps(row.cu),
+               ea = _mm512_set1_ps(row.ea), ab = _mm512_set1_ps(row.abar),
+               rc = _mm512_set1_ps(row.rc), inf = _mm512_set1_ps(kInf);
   __m512 vmin = inf;
   __mmask16 nan = 0;
   for (int64_t k = 0; k < n; k += 16) {
     __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
                               : static_cast<__mmask16>((1u << (n - k)) - 1u);
-    __m512 s = _mm512_fnmadd_ps(two, load_bf16x16(dot + k, m), _mm512_maskz_loadu_ps(m, cn + k));
-    __m512 e = _mm512_add_ps(
-        _mm512_fmadd_ps(rn, _mm512_maskz_loadu_ps(m, alpha_b + k), _mm512_maskz_loadu_ps(m, beta_b2 + k)),
-        rc);
-    __m512 t = _mm512_add_ps(s, e);
+    __m512 d = load_bf16x16(dot + k, m);
+    __m512 s = _mm512_fnmadd_ps(two, d, _mm512_maskz_loadu_ps(m, cn + k));
+    __m512 t = _mm512_add_ps(s, screen_err16(d, m, p + k, q + k, w + k, cu, ea, ab, rc));
     nan |= _mm512_mask_cmp_ps_mask(m, t, t, _CMP_UNORD_Q);
     vmin = _mm512_mask_min_ps(vmin, m, vmin, t);
   }
@@ -183,20 +224,19 @@ RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const f
   return _mm512_reduce_min_ps(vmin);
 }
 
-RVQ_AVX512 int64_t screen_collect_avx512(const uint16_t* dot, const float* cn,
-                                         const float* alpha_b, const float* beta_b2,
-                                         float row_norm, float row_const, float mval, int64_t n,
-                                         int64_t* out, int64_t cap) {
-  const __m512 two = _mm512_set1_ps(2.0f), rn = _mm512_set1_ps(row_norm),
-               rc = _mm512_set1_ps(row_const), mv = _mm512_set1_ps(mval);
+RVQ_AVX512 int64_t screen_collect_avx512(const uint16_t* dot, const float* cn, const float* p,
+                                         const float* q, const float* w, const ScreenRow& row,
+                                         float mval, int64_t n, int64_t* out, int64_t cap) {
+  const __m512 two = _mm512_set1_ps(2.0f), cu = _mm512_set1_ps(row.cu),
+               ea = _mm512_set1_ps(row.ea), ab = _mm512_set1_ps(row.abar),
+               rc = _mm512_set1_ps(row.rc), mv = _mm512_set1_ps(mval);
   int64_t cnt = 0;
   for (int64_t k = 0; k < n; k += 16) {
     __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
                               : static_cast<__mmask16>((1u << (n - k)) - 1u);
-    __m512 s = _mm512_fnmadd_ps(two, load_bf16x16(dot + k, m), _mm512_maskz_loadu_ps(m, cn + k));
-    __m512 e = _mm512_add_ps(
-        _mm512_fmadd_ps(rn, _mm512_maskz_loadu_ps(m, alpha_b + k), _mm512_maskz_loadu_ps(m, beta_b2 + k)),
-        rc);
+    __m512 d = load_bf16x16(dot + k, m);
+    __m512 s = _mm512_fnmadd_ps(two, d, _mm512_maskz_loadu_ps(m, cn + k));
+    __m512 e = screen_err16(d, m, p + k, q + k, w + k, cu, ea, ab, rc);
     // NGT_UQ: "not greater", true when unordered, so a NaN never drops a code.
     uint32_t keep = _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(s, e), mv, _CMP_NGT_UQ);
     while (keep) {
@@ -207,6 +247,40 @@ RVQ_AVX512 int64_t screen_collect_avx512(const uint16_t* dot, const float* cn,
     }
   }
   return cnt;
+}
+
+RVQ_AVX512 void centre_row_avx512(const float* x, const float* mu, int64_t d, float* a,
+                                  uint16_t* a16, double* norms) {
+  __m512d n0 = _mm512_setzero_pd(), n1 = _mm512_setzero_pd(), n2 = _mm512_setzero_pd();
+  const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1),
+                hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+  for (int64_t i = 0; i < d; i += 16) {
+    __mmask16 m = d - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                              : static_cast<__mmask16>((1u << (d - i)) - 1u);
+    __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, mu + i));
+    _mm512_mask_storeu_ps(a + i, m, v);
+    if (!a16) continue;
+    __m512i u = _mm512_castps_si512(v);
+    u = _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
+    _mm256_mask_storeu_epi16(a16 + i, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16)));
+    __m512 vb = _mm512_castsi512_ps(_mm512_and_si512(u, hi));
+    __m512 dv = _mm512_sub_ps(v, vb);  // exact: the low mantissa bits of v (or a power of two)
+    const __m256 vl = _mm512_castps512_ps256(v), vh = _mm512_extractf32x8_ps(v, 1);
+    const __m256 bl = _mm512_castps512_ps256(vb), bh = _mm512_extractf32x8_ps(vb, 1);
+    const __m256 dl = _mm512_castps512_ps256(dv), dh = _mm512_extractf32x8_ps(dv, 1);
+    __m512d t;
+    t = _mm512_cvtps_pd(vl); n0 = _mm512_fmadd_pd(t, t, n0);
+    t = _mm512_cvtps_pd(vh); n0 = _mm512_fmadd_pd(t, t, n0);
+    t = _mm512_cvtps_pd(bl); n1 = _mm512_fmadd_pd(t, t, n1);
+    t = _mm512_cvtps_pd(bh); n1 = _mm512_fmadd_pd(t, t, n1);
+    t = _mm512_cvtps_pd(dl); n2 = _mm512_fmadd_pd(t, t, n2);
+    t = _mm512_cvtps_pd(dh); n2 = _mm512_fmadd_pd(t, t, n2);
+  }
+  if (a16) {
+    norms[0] = _mm512_reduce_add_pd(n0);
+    norms[1] = _mm512_reduce_add_pd(n1);
+    norms[2] = _mm512_reduce_add_pd(n2);
+  }
 }
 
 RVQ_AVX512 double sqdist_avx512(const float* a, const float* b, int64_t d) {
@@ -234,6 +308,7 @@ struct Dispatch {
   decltype(&screen_min_scalar) screen_min = screen_min_scalar;
   decltype(&screen_collect_scalar) screen_collect = screen_collect_scalar;
   decltype(&sqdist_scalar) sqdist = sqdist_scalar;
+  decltype(&centre_row_scalar) centre = centre_row_scalar;
   const char* level = "scalar";
 
   Dispatch() { select(true); }
@@ -245,6 +320,7 @@ struct Dispatch {
     screen_min = screen_min_scalar;
     screen_collect = screen_collect_scalar;
     sqdist = sqdist_scalar;
+    centre = centre_row_scalar;
     level = "scalar";
 #if RVQ_X86
     __builtin_cpu_init();
@@ -255,6 +331,7 @@ struct Dispatch {
       screen_min = screen_min_avx512;
       screen_collect = screen_collect_avx512;
       sqdist = sqdist_avx512;
+      centre = centre_row_avx512;
       level = "avx512";
     }
 #endif
@@ -279,15 +356,20 @@ void argmin_update_bf16(const uint16_t* dot, const float* cn, int64_t n, int64_t
   dispatch().argmin_bf16(dot, cn, n, base, best, best_idx);
 }
 
-float screen_min_bf16(const uint16_t* dot, const float* cn, const float* alpha_b,
-                      const float* beta_b2, float row_norm, float row_const, int64_t n) {
-  return dispatch().screen_min(dot, cn, alpha_b, beta_b2, row_norm, row_const, n);
+float screen_min_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                      const float* w, const ScreenRow& row, int64_t n) {
+  return dispatch().screen_min(dot, cn, p, q, w, row, n);
 }
 
-int64_t screen_collect_bf16(const uint16_t* dot, const float* cn, const float* alpha_b,
-                            const float* beta_b2, float row_norm, float row_const, float m,
-                            int64_t n, int64_t* out, int64_t cap) {
-  return dispatch().screen_collect(dot, cn, alpha_b, beta_b2, row_norm, row_const, m, n, out, cap);
+int64_t screen_collect_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                            const float* w, const ScreenRow& row, float m, int64_t n, int64_t* out,
+                            int64_t cap) {
+  return dispatch().screen_collect(dot, cn, p, q, w, row, m, n, out, cap);
+}
+
+void centre_row(const float* x, const float* mu, int64_t d, float* a, uint16_t* a16,
+                double* norms) {
+  dispatch().centre(x, mu, d, a, a16, norms);
 }
 
 double sqdist_f64(const float* a, const float* b, int64_t d) { return dispatch().sqdist(a, b, d); }

@@ -20,18 +20,32 @@ void argmin_update_f32(const float* dot, const float* cn, int64_t n, int64_t bas
 void argmin_update_bf16(const uint16_t* dot, const float* cn, int64_t n, int64_t base,
                         float& best, int64_t& best_idx);
 
-// Certified screening, pass 1: min over k of s_k + E_k, with s_k = cn[k] - 2*dot[k] (dot in
-// bf16 bits) and the error bound E_k = row_norm * alpha_b[k] + beta_b2[k] + row_const.
-// Returns +inf for n == 0; NaN if any term is NaN (callers treat a non-finite result as overflow).
-float screen_min_bf16(const uint16_t* dot, const float* cn, const float* alpha_b,
-                      const float* beta_b2, float row_norm, float row_const, int64_t n);
+// Certified screening. dot holds the bf16 GEMM output; the screened distance is
+// s_k = cn[k] - 2*dot[k] and its error bound (docs/certified.md) is
+//   E_k = cu*|dot[k]| + ea*p[k] + abar*q[k] + w[k] + rc
+// with per-code coefficients (p, q, w) and per-row scalars (ea, abar, rc). All inputs are
+// rounded up by the caller; every term is non-negative.
+struct ScreenRow {
+  float cu, ea, abar, rc;
+};
 
-// Certified screening, pass 2: write (up to `cap`) the indices k with s_k - E_k <= m (or where
-// that comparison is unordered, i.e. NaN) in increasing order into `out`; return how many codes
-// qualified in total (may exceed `cap`, in which case the row overflows).
-int64_t screen_collect_bf16(const uint16_t* dot, const float* cn, const float* alpha_b,
-                            const float* beta_b2, float row_norm, float row_const, float m,
-                            int64_t n, int64_t* out, int64_t cap);
+// Pass 1: min over k of s_k + E_k. Returns +inf for n == 0; NaN if any term is NaN (callers treat
+// a non-finite result as overflow).
+float screen_min_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                      const float* w, const ScreenRow& row, int64_t n);
+
+// Pass 2: write (up to `cap`) the indices k with s_k - E_k <= m (or where that comparison is
+// unordered, i.e. NaN) in increasing order into `out`; return how many codes qualified in total
+// (may exceed `cap`, in which case the row overflows).
+int64_t screen_collect_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                            const float* w, const ScreenRow& row, float m, int64_t n, int64_t* out,
+                            int64_t cap);
+
+// a = x - mu (fp32, one rounding per element). When a16 is not null also writes
+// a16 = bf16(a) (round to nearest even) and norms = {||a||^2, ||bf16(a)||^2, ||a - bf16(a)||^2},
+// accumulated in fp64 (each square is exact in fp64).
+void centre_row(const float* x, const float* mu, int64_t d, float* a, uint16_t* a16,
+                double* norms);
 
 // Squared Euclidean distance ||a - b||^2 accumulated in double (used for re-ranking and for
 // recomputing the winner's distance without cancellation).

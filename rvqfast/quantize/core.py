@@ -275,7 +275,7 @@ class QuantizerCore(nn.Module):
             raise ValueError("x contains NaN or Inf values")
         if not all_finite(self.embed.detach()):
             raise ValueError("the codebook contains NaN or Inf values")
-        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device)
+        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device, x.shape[-1])
         updates = self._updates_allowed()
         sync = updates and self._sync_now()
         if not self.training:

@@ -10,10 +10,10 @@ from ..backends import resolve
 from . import distributed as ddp
 
 
-def resolve_backend(backend: str, precision: str, device: torch.device) -> tuple[str, str]:
+def resolve_backend(backend: str, precision: str, device: torch.device, dim: int | None = None) -> tuple[str, str]:
     """Resolve ``"auto"`` once per forward; the per-stage calls then skip re-validation."""
     b = resolve(backend, device)
-    return b, ops.resolve_precision(precision, b, device)
+    return b, ops.resolve_precision(precision, b, device, dim)
 
 
 def all_finite(t: Tensor) -> bool:
@@ -68,7 +68,7 @@ def kmeans(
     cosine: bool = False,
     sync: bool = False,
     backend: str = "auto",
-    precision: str = "exact",
+    precision: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Lloyd's k-means on ``samples`` (N, D) fp32 -> ``(means (K, D), counts (K,))``.
 
@@ -78,7 +78,7 @@ def kmeans(
     compute the same means.
     """
     samples = samples.float()
-    backend, precision = resolve_backend(backend, precision, samples.device)
+    backend, precision = resolve_backend(backend, precision, samples.device, samples.shape[1])
     if sync:
         pool = ddp.gather_pool(samples, num_clusters)
         g = ddp.shared_generator(samples.device)

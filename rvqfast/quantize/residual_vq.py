@@ -80,7 +80,7 @@ class ResidualVQ(QuantizerCore):
         sample_codebook_temp: float = 1.0,
         straight_through: bool = False,
         backend: str = "auto",
-        precision: str = "exact",
+        precision: str = "auto",
         **kwargs: Any,
     ) -> None:
         reject_kwargs("ResidualVQ", kwargs)

@@ -50,7 +50,7 @@ class VectorQuantize(QuantizerCore):
         learnable_codebook: bool | None = None,
         *,
         backend: str = "auto",
-        precision: str = "exact",
+        precision: str = "auto",
         **kwargs: Any,
     ) -> None:
         reject_kwargs("VectorQuantize", kwargs)
