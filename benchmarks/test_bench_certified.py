@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import _peers
+from oracle import lloyd_rvq_codebooks
 from rvqfast import ops
 from rvqfast.backends import available_backends, backend_load_errors
 
@@ -43,18 +44,7 @@ def _codebooks(kind: str, k: int, d: int):
     # duplicated zero codes: a degenerate codebook no trainer would produce.)
     centres = 2 * torch.randn(256, d, generator=g)
     train = _clustered_data(g, TRAIN_PER_CODE * k, d, centres)
-    residual, cbs = train.clone(), []
-    for _ in range(Q):
-        cb = residual[torch.randperm(train.shape[0], generator=g)[:k]].clone()
-        for _ in range(LLOYD_STEPS):
-            idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
-            counts, sums = ops.ema_stats(residual, idx, k, backend="cpu")
-            used = counts > 0
-            cb[used] = sums[used] / counts[used, None]
-        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
-        residual -= cb[idx]
-        cbs.append(cb)
-    return centres, torch.stack(cbs)
+    return centres, lloyd_rvq_codebooks(g, train, k, Q, LLOYD_STEPS)
 
 
 def _problem(kind, n, k, d):

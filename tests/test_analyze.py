@@ -11,13 +11,8 @@ from rvqfast import analyze as A
 from rvqfast.motion.posecodes import NUM_CATEGORIES, SLOT_OFFSETS, SLOT_SIZES
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny recurrent / conv steps: extra threads only add contention on the shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny recurrent / conv steps: extra threads only add contention on the shared cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_tokenizer(model="posecode_rvq"):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from rvqfast import ops
 from rvqfast.backends import available_backends, backend_load_errors
-from oracle import assert_nearest, assert_same_up_to_ties, sqdist64
+from oracle import assert_nearest, assert_same_up_to_ties, lloyd_rvq_codebooks, sqdist64
 
 pytestmark = pytest.mark.skipif(
     "cpu" not in available_backends(),
@@ -154,18 +154,8 @@ def _kmeans_rvq(g, n_train, k, d, q, lloyd):
     def data(n):
         return centres[torch.randint(0, 32, (n,), generator=g)] + 0.3 * torch.randn(n, d, generator=g)
 
-    residual, cbs = data(n_train), []
-    for _ in range(q):
-        cb = residual[torch.randperm(n_train, generator=g)[:k]].clone()
-        for _ in range(lloyd):
-            idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
-            counts, sums = ops.ema_stats(residual, idx, k, backend="cpu")
-            used = counts > 0
-            cb[used] = sums[used] / counts[used, None]
-        idx, _ = ops.nearest_code(residual, cb, backend="cpu", precision="exact")
-        residual -= cb[idx]
-        cbs.append(cb)
-    return data(300), torch.stack(cbs)
+    cbs = lloyd_rvq_codebooks(g, data(n_train), k, q, lloyd)
+    return data(300), cbs
 
 
 @pytest.mark.parametrize("points_per_code,lloyd", [(2, 1), (8, 2)])

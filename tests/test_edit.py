@@ -13,13 +13,8 @@ from rvqfast.motion.features import features_to_joints, joints_to_features
 from rvqfast.motion.posecodes import POSECODE_SLOTS, category_index, posecode_indices
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny recurrent / conv steps: extra threads only add contention on the shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny recurrent / conv steps: extra threads only add contention on the shared cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _motion(index: int, frames: int = 40) -> np.ndarray:

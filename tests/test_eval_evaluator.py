@@ -11,13 +11,8 @@ from rvqfast.eval import evaluator as E
 from rvqfast.eval import words as W
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny recurrent / conv steps: extra threads only add contention on the shared cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# Tiny recurrent / conv steps: extra threads only add contention on the shared cores.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = E.PRESETS["tiny"]
 

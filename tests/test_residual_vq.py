@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -15,14 +14,10 @@ from oracle import assert_nearest
 
 vqp = pytest.importorskip("vector_quantize_pytorch")
 
+# The reference-fallback RuntimeWarning (no C++ extension) is expected here, not a failure.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
 BACKENDS = [b for b in ("reference", "cpu") if b in rvqfast.available_backends()]
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
 
 
 def _pair(backend="auto", warm=True, **kw):

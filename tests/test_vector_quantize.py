@@ -1,7 +1,6 @@
 """VectorQuantize: parity with vector-quantize-pytorch on the same codebook, layouts, errors."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -11,14 +10,10 @@ from rvqfast.quantize import VectorQuantize
 
 vqp = pytest.importorskip("vector_quantize_pytorch")
 
+# The reference-fallback RuntimeWarning (no C++ extension) is expected here, not a failure.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
 BACKENDS = [b for b in ("reference", "cpu") if b in rvqfast.available_backends()]
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
 
 
 def _pair(backend="auto", **kw):

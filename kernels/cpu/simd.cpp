@@ -27,10 +27,14 @@ inline float bf16_to_f32(uint16_t b) {
 
 // ----------------------------------------------------------------------------- scalar versions
 
-void argmin_f32_scalar(const float* dot, const float* cn, int64_t n, int64_t base, float& best,
-                       int64_t& best_idx) {
+inline float to_f32(float v) { return v; }
+inline float to_f32(uint16_t b) { return bf16_to_f32(b); }
+
+template <typename T>
+void argmin_scalar(const T* dot, const float* cn, int64_t n, int64_t base, float& best,
+                   int64_t& best_idx) {
   for (int64_t k = 0; k < n; ++k) {
-    float s = cn[k] - 2.0f * dot[k];
+    float s = cn[k] - 2.0f * to_f32(dot[k]);
     if (s < best) {
       best = s;
       best_idx = base + k;
@@ -38,15 +42,14 @@ void argmin_f32_scalar(const float* dot, const float* cn, int64_t n, int64_t bas
   }
 }
 
+void argmin_f32_scalar(const float* dot, const float* cn, int64_t n, int64_t base, float& best,
+                       int64_t& best_idx) {
+  argmin_scalar(dot, cn, n, base, best, best_idx);
+}
+
 void argmin_bf16_scalar(const uint16_t* dot, const float* cn, int64_t n, int64_t base,
                         float& best, int64_t& best_idx) {
-  for (int64_t k = 0; k < n; ++k) {
-    float s = cn[k] - 2.0f * bf16_to_f32(dot[k]);
-    if (s < best) {
-      best = s;
-      best_idx = base + k;
-    }
-  }
+  argmin_scalar(dot, cn, n, base, best, best_idx);
 }
 
 inline float screen_err(float d, const ScreenRow& row, float p, float q, float w) {
@@ -136,87 +139,103 @@ RVQ_AVX512 inline __m512 load_bf16x16(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+// Lanes k..k+left-1 of a 16-wide block (all 16 when at least 16 are left).
+inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << left) - 1u);
+}
+
 // Lane-wise running min with the lane's first index, then a reduction that keeps the lowest
 // index among lanes holding the minimum: the same answer as the scalar strict-< scan.
-RVQ_AVX512 inline void finish_argmin(__m512 vbest, __m512i vidx, int64_t base, float& best,
-                                     int64_t& best_idx) {
-  float m = _mm512_reduce_min_ps(vbest);
-  if (m < best) {
-    __mmask16 eq = _mm512_cmp_ps_mask(vbest, _mm512_set1_ps(m), _CMP_EQ_OQ);
-    int32_t k = _mm512_mask_reduce_min_epi32(eq, vidx);
-    best = m;
-    best_idx = base + k;
+struct LaneArgmin {
+  __m512 vbest;
+  __m512i vidx, cur;
+
+  RVQ_AVX512 LaneArgmin()
+      : vbest(_mm512_set1_ps(kInf)),
+        vidx(_mm512_setzero_si512()),
+        cur(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)) {}
+
+  // Scores s of the next 16 codes, of which the lanes in `valid` exist.
+  RVQ_AVX512 void step(__m512 s, __mmask16 valid) {
+    __mmask16 lt = _mm512_mask_cmp_ps_mask(valid, s, vbest, _CMP_LT_OQ);
+    vbest = _mm512_mask_mov_ps(vbest, lt, s);
+    vidx = _mm512_mask_mov_epi32(vidx, lt, cur);
+    cur = _mm512_add_epi32(cur, _mm512_set1_epi32(16));
   }
-}
+
+  RVQ_AVX512 void finish(int64_t base, float& best, int64_t& best_idx) const {
+    float m = _mm512_reduce_min_ps(vbest);
+    if (m < best) {
+      __mmask16 eq = _mm512_cmp_ps_mask(vbest, _mm512_set1_ps(m), _CMP_EQ_OQ);
+      int32_t k = _mm512_mask_reduce_min_epi32(eq, vidx);
+      best = m;
+      best_idx = base + k;
+    }
+  }
+};
 
 RVQ_AVX512 void argmin_f32_avx512(const float* dot, const float* cn, int64_t n, int64_t base,
                                   float& best, int64_t& best_idx) {
   const __m512 two = _mm512_set1_ps(2.0f);
-  __m512 vbest = _mm512_set1_ps(kInf);
-  __m512i vidx = _mm512_setzero_si512();
-  __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i step = _mm512_set1_epi32(16);
+  LaneArgmin lanes;
   int64_t k = 0;
-  for (; k + 16 <= n; k += 16) {
-    __m512 s = _mm512_fnmadd_ps(two, _mm512_loadu_ps(dot + k), _mm512_loadu_ps(cn + k));
-    __mmask16 lt = _mm512_cmp_ps_mask(s, vbest, _CMP_LT_OQ);
-    vbest = _mm512_mask_mov_ps(vbest, lt, s);
-    vidx = _mm512_mask_mov_epi32(vidx, lt, cur);
-    cur = _mm512_add_epi32(cur, step);
-  }
+  for (; k + 16 <= n; k += 16)
+    lanes.step(_mm512_fnmadd_ps(two, _mm512_loadu_ps(dot + k), _mm512_loadu_ps(cn + k)), 0xFFFF);
   if (k < n) {
-    __mmask16 tail = static_cast<__mmask16>((1u << (n - k)) - 1u);
+    __mmask16 tail = tail_mask(n - k);
     __m512 d = _mm512_maskz_loadu_ps(tail, dot + k);
     __m512 c = _mm512_mask_loadu_ps(_mm512_set1_ps(kInf), tail, cn + k);
-    __m512 s = _mm512_fnmadd_ps(two, d, c);
-    __mmask16 lt = _mm512_mask_cmp_ps_mask(tail, s, vbest, _CMP_LT_OQ);
-    vbest = _mm512_mask_mov_ps(vbest, lt, s);
-    vidx = _mm512_mask_mov_epi32(vidx, lt, cur);
+    lanes.step(_mm512_fnmadd_ps(two, d, c), tail);
   }
-  finish_argmin(vbest, vidx, base, best, best_idx);
+  lanes.finish(base, best, best_idx);
 }
 
 RVQ_AVX512 void argmin_bf16_avx512(const uint16_t* dot, const float* cn, int64_t n, int64_t base,
                                    float& best, int64_t& best_idx) {
   const __m512 two = _mm512_set1_ps(2.0f);
-  __m512 vbest = _mm512_set1_ps(kInf);
-  __m512i vidx = _mm512_setzero_si512();
-  __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i step = _mm512_set1_epi32(16);
+  LaneArgmin lanes;
   for (int64_t k = 0; k < n; k += 16) {
-    __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
-                              : static_cast<__mmask16>((1u << (n - k)) - 1u);
-    __m512 s = _mm512_fnmadd_ps(two, load_bf16x16(dot + k, m),
-                                _mm512_mask_loadu_ps(_mm512_set1_ps(kInf), m, cn + k));
-    __mmask16 lt = _mm512_mask_cmp_ps_mask(m, s, vbest, _CMP_LT_OQ);
-    vbest = _mm512_mask_mov_ps(vbest, lt, s);
-    vidx = _mm512_mask_mov_epi32(vidx, lt, cur);
-    cur = _mm512_add_epi32(cur, step);
+    __mmask16 m = tail_mask(n - k);
+    lanes.step(_mm512_fnmadd_ps(two, load_bf16x16(dot + k, m),
+                                _mm512_mask_loadu_ps(_mm512_set1_ps(kInf), m, cn + k)),
+               m);
   }
-  finish_argmin(vbest, vidx, base, best, best_idx);
+  lanes.finish(base, best, best_idx);
 }
 
-RVQ_AVX512 inline __m512 screen_err16(__m512 d, __mmask16 m, const float* p, const float* q,
-                                      const float* w, __m512 cu, __m512 ea, __m512 ab, __m512 rc) {
-  __m512 e = _mm512_fmadd_ps(ab, _mm512_maskz_loadu_ps(m, q), _mm512_add_ps(_mm512_maskz_loadu_ps(m, w), rc));
-  e = _mm512_fmadd_ps(ea, _mm512_maskz_loadu_ps(m, p), e);
-  return _mm512_fmadd_ps(cu, _mm512_abs_ps(d), e);
+// The screen's per-row error-bound coefficients (ScreenRow), broadcast to 16 lanes.
+struct ScreenVecs {
+  __m512 cu, ea, ab, rc;
+
+  RVQ_AVX512 explicit ScreenVecs(const ScreenRow& row)
+      : cu(_mm512_set1_ps(row.cu)),
+        ea(_mm512_set1_ps(row.ea)),
+        ab(_mm512_set1_ps(row.abar)),
+        rc(_mm512_set1_ps(row.rc)) {}
+};
+
+// Screened scores ‖c‖² − 2·dot of 16 codes from their bf16 dots, and (in err) their error bounds.
+RVQ_AVX512 inline __m512 screen_score16(const uint16_t* dot, const float* cn, const float* p,
+                                        const float* q, const float* w, const ScreenVecs& v,
+                                        __mmask16 m, __m512& err) {
+  __m512 d = load_bf16x16(dot, m);
+  __m512 e = _mm512_fmadd_ps(v.ab, _mm512_maskz_loadu_ps(m, q), _mm512_add_ps(_mm512_maskz_loadu_ps(m, w), v.rc));
+  e = _mm512_fmadd_ps(v.ea, _mm512_maskz_loadu_ps(m, p), e);
+  err = _mm512_fmadd_ps(v.cu, _mm512_abs_ps(d), e);
+  return _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), d, _mm512_maskz_loadu_ps(m, cn));
 }
 
 RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const float* p,
                                    const float* q, const float* w, const ScreenRow& row,
                                    int64_t n) {
-  const __m512 two = _mm512_set1_ps(2.0f), cu = _mm512_set1_ps(row.cu),
-               ea = _mm512_set1_ps(row.ea), ab = _mm512_set1_ps(row.abar),
-               rc = _mm512_set1_ps(row.rc), inf = _mm512_set1_ps(kInf);
-  __m512 vmin = inf;
+  const ScreenVecs v(row);
+  __m512 vmin = _mm512_set1_ps(kInf);
   __mmask16 nan = 0;
   for (int64_t k = 0; k < n; k += 16) {
-    __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
-                              : static_cast<__mmask16>((1u << (n - k)) - 1u);
-    __m512 d = load_bf16x16(dot + k, m);
-    __m512 s = _mm512_fnmadd_ps(two, d, _mm512_maskz_loadu_ps(m, cn + k));
-    __m512 t = _mm512_add_ps(s, screen_err16(d, m, p + k, q + k, w + k, cu, ea, ab, rc));
+    __mmask16 m = tail_mask(n - k);
+    __m512 e;
+    __m512 s = screen_score16(dot + k, cn + k, p + k, q + k, w + k, v, m, e);
+    __m512 t = _mm512_add_ps(s, e);
     nan |= _mm512_mask_cmp_ps_mask(m, t, t, _CMP_UNORD_Q);
     vmin = _mm512_mask_min_ps(vmin, m, vmin, t);
   }
@@ -227,16 +246,13 @@ RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const f
 RVQ_AVX512 int64_t screen_collect_avx512(const uint16_t* dot, const float* cn, const float* p,
                                          const float* q, const float* w, const ScreenRow& row,
                                          float mval, int64_t n, int64_t* out, int64_t cap) {
-  const __m512 two = _mm512_set1_ps(2.0f), cu = _mm512_set1_ps(row.cu),
-               ea = _mm512_set1_ps(row.ea), ab = _mm512_set1_ps(row.abar),
-               rc = _mm512_set1_ps(row.rc), mv = _mm512_set1_ps(mval);
+  const ScreenVecs v(row);
+  const __m512 mv = _mm512_set1_ps(mval);
   int64_t cnt = 0;
   for (int64_t k = 0; k < n; k += 16) {
-    __mmask16 m = n - k >= 16 ? static_cast<__mmask16>(0xFFFF)
-                              : static_cast<__mmask16>((1u << (n - k)) - 1u);
-    __m512 d = load_bf16x16(dot + k, m);
-    __m512 s = _mm512_fnmadd_ps(two, d, _mm512_maskz_loadu_ps(m, cn + k));
-    __m512 e = screen_err16(d, m, p + k, q + k, w + k, cu, ea, ab, rc);
+    __mmask16 m = tail_mask(n - k);
+    __m512 e;
+    __m512 s = screen_score16(dot + k, cn + k, p + k, q + k, w + k, v, m, e);
     // NGT_UQ: "not greater", true when unordered, so a NaN never drops a code.
     uint32_t keep = _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(s, e), mv, _CMP_NGT_UQ);
     while (keep) {
@@ -255,8 +271,7 @@ RVQ_AVX512 void centre_row_avx512(const float* x, const float* mu, int64_t d, fl
   const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1),
                 hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
   for (int64_t i = 0; i < d; i += 16) {
-    __mmask16 m = d - i >= 16 ? static_cast<__mmask16>(0xFFFF)
-                              : static_cast<__mmask16>((1u << (d - i)) - 1u);
+    __mmask16 m = tail_mask(d - i);
     __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, mu + i));
     _mm512_mask_storeu_ps(a + i, m, v);
     if (!a16) continue;

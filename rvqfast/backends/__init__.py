@@ -9,9 +9,11 @@ from __future__ import annotations
 import importlib
 import os
 import warnings
+from types import ModuleType
 from typing import Callable
 
 import torch
+from torch import Tensor
 
 _IMPLS: dict[str, dict[str, Callable]] = {}
 _LOAD_ERRORS: dict[str, str] = {}
@@ -32,6 +34,37 @@ def register(backend: str, op: str) -> Callable[[Callable], Callable]:
         return fn
 
     return deco
+
+
+def register_extension(backend: str, ext: ModuleType, precisions: tuple[str, ...],
+                       docs: dict[str, str] | None = None) -> tuple[Callable, ...]:
+    """Register a compiled extension module's four ops as ``backend``'s implementations.
+
+    ``ext`` must have ``nearest_code``, ``rvq_encode``, ``rvq_decode`` and ``ema_stats`` with the
+    op signatures; the two searches are marked with the precisions they serve natively.
+    ``docs`` optionally gives each op's docstring. Returns the registered functions
+    ``(nearest_code, rvq_encode, rvq_decode, ema_stats)``.
+    """
+    # Plain Python wrappers, not the extension's builtins: a builtin takes no attributes
+    # (``precisions``) and the wrappers look ``ext``'s function up at call time.
+    def nearest_code(x: Tensor, codebook: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+        return ext.nearest_code(x, codebook, precision)
+
+    def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+        return ext.rvq_encode(x, codebooks, precision)
+
+    def rvq_decode(indices: Tensor, codebooks: Tensor) -> Tensor:
+        return ext.rvq_decode(indices, codebooks)
+
+    def ema_stats(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
+        return ext.ema_stats(x, indices, num_codes)
+
+    fns = (nearest_code, rvq_encode, rvq_decode, ema_stats)
+    for fn in fns:
+        fn.__doc__ = (docs or {}).get(fn.__name__)
+        register(backend, fn.__name__)(fn)
+    nearest_code.precisions = rvq_encode.precisions = tuple(precisions)
+    return fns
 
 
 def _load_all() -> None:

@@ -9,40 +9,12 @@ docs/certified.md) and ``"bf16"`` (screening only: approximate, fastest).
 """
 from __future__ import annotations
 
-from torch import Tensor
-
 from .. import _C  # ImportError here means "not built": the registry records why
-from . import register
+from . import register_extension
 
 __all__ = ["certified_stats", "reset_certified_stats", "set_candidate_cap", "simd_level"]
 
-_PRECISIONS = ("exact", "certified", "bf16")
-
-
-@register("cpu", "nearest_code")
-def nearest_code(x: Tensor, codebook: Tensor, precision: str) -> tuple[Tensor, Tensor]:
-    return _C.nearest_code(x, codebook, precision)
-
-
-nearest_code.precisions = _PRECISIONS
-
-
-@register("cpu", "rvq_encode")
-def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Tensor]:
-    return _C.rvq_encode(x, codebooks, precision)
-
-
-rvq_encode.precisions = _PRECISIONS
-
-
-@register("cpu", "rvq_decode")
-def rvq_decode(indices: Tensor, codebooks: Tensor) -> Tensor:
-    return _C.rvq_decode(indices, codebooks)
-
-
-@register("cpu", "ema_stats")
-def ema_stats(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
-    return _C.ema_stats(x, indices, num_codes)
+nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension("cpu", _C, ("exact", "certified", "bf16"))
 
 
 def certified_stats() -> dict[str, float]:

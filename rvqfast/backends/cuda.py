@@ -14,7 +14,6 @@ Inputs of any float dtype are converted to fp32 before the kernels run.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 try:
     from .. import _cuda
@@ -27,36 +26,18 @@ except ImportError as e:
 if not torch.cuda.is_available():
     raise ImportError("rvqfast._cuda is built but no CUDA device is available")
 
-from . import register  # noqa: E402
+from . import register_extension  # noqa: E402
 
 __all__ = ["nearest_code", "rvq_encode", "rvq_decode", "ema_stats"]
 
-
-@register("cuda", "nearest_code")
-def nearest_code(x: Tensor, codebook: Tensor, precision: str) -> tuple[Tensor, Tensor]:
-    """TF32 screening + exact fp32 re-rank (+ exact fallback unless ``precision == "bf16"``)."""
-    return _cuda.nearest_code(x, codebook, precision)
-
-
-nearest_code.precisions = ("exact", "certified", "bf16")
-
-
-@register("cuda", "rvq_encode")
-def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Tensor]:
-    """All stages on the device: screen + re-rank + residual update per stage (2 launches each)."""
-    return _cuda.rvq_encode(x, codebooks, precision)
-
-
-rvq_encode.precisions = ("exact", "certified", "bf16")
-
-
-@register("cuda", "rvq_decode")
-def rvq_decode(indices: Tensor, codebooks: Tensor) -> Tensor:
-    """Gather + stage-order sum (``-1`` skipped); bitwise equal to the reference."""
-    return _cuda.rvq_decode(indices, codebooks)
-
-
-@register("cuda", "ema_stats")
-def ema_stats(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
-    """Per-code counts and sums with fp32 atomics (sums order-dependent in the last bits)."""
-    return _cuda.ema_stats(x, indices, num_codes)
+nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension(
+    "cuda",
+    _cuda,
+    ("exact", "certified", "bf16"),
+    docs={
+        "nearest_code": "TF32 screening + exact fp32 re-rank (+ exact fallback unless ``precision == \"bf16\"``).",
+        "rvq_encode": "All stages on the device: screen + re-rank + residual update per stage (2 launches each).",
+        "rvq_decode": "Gather + stage-order sum (``-1`` skipped); bitwise equal to the reference.",
+        "ema_stats": "Per-code counts and sums with fp32 atomics (sums order-dependent in the last bits).",
+    },
+)

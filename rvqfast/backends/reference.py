@@ -8,6 +8,8 @@ error. Rows are processed in chunks so the N×K distance matrix is never materia
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -51,20 +53,28 @@ def nearest_code(x: Tensor, codebook: Tensor, precision: str) -> tuple[Tensor, T
     return search(x, codebook, precision)
 
 
-@register("reference", "rvq_encode")
-def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+def rvq_encode_by_stage(
+    x: Tensor, codebooks: Tensor, nearest: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """Greedy RVQ encode, one ``nearest(residual, codebook) -> (idx, dist)`` search per stage;
+    returns (indices (N, Q) int64, quantized (N, D) fp32)."""
     residual = x.float().clone()
     quantized = torch.zeros_like(residual)
     q = codebooks.shape[0]
     indices = torch.empty(x.shape[0], q, dtype=torch.int64, device=x.device)
     for stage in range(q):
         cb = codebooks[stage].float()
-        idx, _ = search(residual, cb, precision)
+        idx, _ = nearest(residual, cb)
         code = cb[idx]
         residual -= code
         quantized += code
         indices[:, stage] = idx
     return indices, quantized
+
+
+@register("reference", "rvq_encode")
+def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Tensor]:
+    return rvq_encode_by_stage(x, codebooks, lambda r, cb: search(r, cb, precision))
 
 
 @register("reference", "rvq_decode")

@@ -58,6 +58,22 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
+def _duration(t: np.ndarray) -> float:
+    """Length in seconds of a segment sampled at times ``t`` (one frame past the last sample)."""
+    return t[-1] + 1.0 / FPS
+
+
+def _pick_side(rng: np.random.Generator) -> tuple[str, float]:
+    """A random body side and its sign (+1 left, -1 right)."""
+    side = rng.choice(["left", "right"])
+    return side, 1.0 if side == "left" else -1.0
+
+
+def _sway(t: np.ndarray, dur: float, freq: float) -> np.ndarray:
+    """Sinusoid at ``freq`` Hz faded in and out over 0.5 s, for back-and-forth movements."""
+    return np.sin(2 * np.pi * freq * t) * _smoothstep(t / 0.5) * _smoothstep((dur - t) / 0.5)
+
+
 def _envelope(t: np.ndarray, dur: float, ramp: float = 0.4) -> np.ndarray:
     """0 -> 1 -> 0 window with smooth ramps, for key-framed actions."""
     return _smoothstep(t / ramp) * _smoothstep((dur - t) / ramp)
@@ -96,9 +112,13 @@ def _gait(s: Segment, t: np.ndarray, freq: float, hip: float, knee: float, arm: 
     s.ang[:, PELVIS, X] = lean
 
 
-def _flat_feet(s: Segment) -> None:
-    """Ankle angle that keeps each foot level given root pitch, hip and knee (all about X)."""
-    for hip, knee, ankle in ((L_HIP, L_KNEE, L_ANKLE), (R_HIP, R_KNEE, R_ANKLE)):
+_LEGS = ((L_HIP, L_KNEE, L_ANKLE), (R_HIP, R_KNEE, R_ANKLE))
+
+
+def _flat_feet(s: Segment, legs=_LEGS) -> None:
+    """Ankle angle that keeps each foot level given root pitch, hip and knee (all about X), for
+    the given (hip, knee, ankle) legs."""
+    for hip, knee, ankle in legs:
         s.ang[:, ankle, X] = -(s.ang[:, PELVIS, X] + s.ang[:, hip, X] + s.ang[:, knee, X])
 
 
@@ -151,8 +171,7 @@ def act_walk(n, t, rng, kind="walk"):
 
 def act_sidestep(n, t, rng):
     s = _blank(n)
-    side = rng.choice(["left", "right"])
-    sign = 1.0 if side == "left" else -1.0
+    side, sign = _pick_side(rng)
     f = rng.uniform(0.8, 1.3)
     ph = 2 * np.pi * f * t
     s.ang[:, L_HIP, Z] = 0.25 * np.clip(np.sin(ph), 0, None)
@@ -170,9 +189,8 @@ def act_sidestep(n, t, rng):
 def act_turn(n, t, rng):
     s = _blank(n)
     amount = rng.choice([90, 180, 360])
-    side = rng.choice(["left", "right"])
-    sign = 1.0 if side == "left" else -1.0
-    dur = t[-1] + 1.0 / FPS
+    side, sign = _pick_side(rng)
+    dur = _duration(t)
     s.yaw_rate[:] = sign * np.radians(amount) / dur
     ph = 2 * np.pi * 1.0 * t
     s.ang[:, L_HIP, X] = -0.2 * np.clip(np.sin(ph), 0, None)
@@ -192,7 +210,7 @@ def act_turn(n, t, rng):
 
 def act_jump(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     height = rng.uniform(0.15, 0.45)
     forward = rng.random() < 0.5
     t0 = 0.35 * dur
@@ -236,7 +254,7 @@ def act_jumping_jacks(n, t, rng):
 
 def act_sit(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     stand_up = rng.random() < 0.5
     down = _smoothstep((t - 0.3) / 1.0)
     if stand_up:
@@ -261,7 +279,7 @@ def act_squat(n, t, rng, deep: bool = False):
     s = _blank(n)
     f = rng.uniform(0.3, 0.6)
     reps = rng.integers(1, 4)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     if deep:
         d = _envelope(t, dur, 0.8)
     else:
@@ -286,11 +304,9 @@ def act_squat(n, t, rng, deep: bool = False):
 
 def act_wave(n, t, rng):
     s = _blank(n)
-    side = rng.choice(["left", "right"])
+    side, sign = _pick_side(rng)
     sh, elb = (L_SH, L_ELB) if side == "left" else (R_SH, R_ELB)
-    sign = 1.0 if side == "left" else -1.0
-    dur = t[-1] + 1.0 / FPS
-    e = _envelope(t, dur, 0.5)
+    e = _envelope(t, _duration(t), 0.5)
     f = rng.uniform(1.5, 2.5)
     both = rng.random() < 0.25
     sides = [(L_SH, L_ELB, 1.0), (R_SH, R_ELB, -1.0)] if both else [(sh, elb, sign)]
@@ -310,7 +326,7 @@ def act_kick(n, t, rng):
     s = _blank(n)
     side = rng.choice(["left", "right"])
     hip, knee = (L_HIP, L_KNEE) if side == "left" else (R_HIP, R_KNEE)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     k = np.exp(-0.5 * ((t - 0.5 * dur) / 0.18) ** 2)
     chamber = np.exp(-0.5 * ((t - 0.5 * dur + 0.2) / 0.15) ** 2)
     s.ang[:, hip, X] = -rng.uniform(1.0, 1.6) * k
@@ -398,8 +414,7 @@ def act_idle(n, t, rng):
 
 def act_raise_arms(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
-    e = _envelope(t, dur, 0.7)
+    e = _envelope(t, _duration(t), 0.7)
     front = rng.random() < 0.5
     if front:
         s.ang[:, [L_SH, R_SH], X] = -1.55 * e[:, None]
@@ -415,8 +430,7 @@ def act_raise_arms(n, t, rng):
 
 def act_bend_over(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
-    e = _envelope(t, dur, 0.8)
+    e = _envelope(t, _duration(t), 0.8)
     p = rng.uniform(1.0, 1.5)
     s.ang[:, PELVIS, X] = p * e
     s.ang[:, [L_HIP, R_HIP], X] = -p * e[:, None]
@@ -446,7 +460,7 @@ def _lock_feet(s: Segment, off: np.ndarray, feet: list[int]) -> None:
 
 def act_kneel(n, t, rng, off):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     one = rng.random() < 0.5
     stand_up = rng.random() < 0.4
     d = _smoothstep((t - 0.3) / 1.2)
@@ -464,15 +478,14 @@ def act_kneel(n, t, rng, off):
         s.ang[:, front[1], X] = 1.68 * d
         s.ang[:, back[0], X] = -0.5 * bump
         s.ang[:, back[1], X] = 1.62 * d + 0.3 * bump
-        for hip, knee, ankle in (front, back):
-            s.ang[:, ankle, X] = -(s.ang[:, PELVIS, X] + s.ang[:, hip, X] + s.ang[:, knee, X])
+        _flat_feet(s, (front, back))
         s.ang[:, back[2], X] += 1.9 * d  # back toes tucked under
         feet = [front[2]]
     else:
         s.ang[:, [L_HIP, R_HIP], X] = -0.7 * bump[:, None]
         s.ang[:, [L_KNEE, R_KNEE], X] = (np.pi / 2 * d + 0.5 * bump)[:, None]
-        for hip, knee, ankle in ((L_HIP, L_KNEE, L_ANKLE), (R_HIP, R_KNEE, R_ANKLE)):
-            s.ang[:, ankle, X] = -(s.ang[:, PELVIS, X] + s.ang[:, hip, X] + s.ang[:, knee, X])
+        _flat_feet(s)
+        for ankle in (L_ANKLE, R_ANKLE):
             s.ang[:, ankle, X] += 2.7 * d  # feet stretched back, insteps on the floor
         feet = [L_ANKLE, R_ANKLE]
     s.ang[:, [L_SH, R_SH], X] = (-0.4 * bump)[:, None]
@@ -491,14 +504,13 @@ def act_kneel(n, t, rng, off):
 
 def act_side_bend(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     both = rng.random() < 0.4
-    side = rng.choice(["left", "right"])
-    sign = 1.0 if side == "left" else -1.0
+    side, sign = _pick_side(rng)
     depth = rng.uniform(0.45, 0.8)  # total lateral flexion of the trunk (radians)
     if both:
         f = rng.uniform(0.2, 0.35)
-        e = np.sin(2 * np.pi * f * t) * _smoothstep(t / 0.5) * _smoothstep((dur - t) / 0.5)
+        e = _sway(t, dur, f)
     else:
         e = sign * _envelope(t, dur, 0.9)
     # Positive Z on a spine joint tilts the trunk towards -X (the subject's right).
@@ -533,10 +545,9 @@ def _twist(s: Segment, amount: np.ndarray) -> None:
 
 def act_twist(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     look = rng.random() < 0.4
-    side = rng.choice(["left", "right"])
-    sign = 1.0 if side == "left" else -1.0
+    side, sign = _pick_side(rng)
     amp = rng.uniform(0.7, 1.25)
     if look:  # looking behind takes the trunk to the end of its range
         amp = rng.uniform(1.0, 1.3)
@@ -549,7 +560,7 @@ def act_twist(n, t, rng):
                      f"looks behind over the {side} shoulder"]
         return s
     f = rng.uniform(0.3, 0.6)
-    e = np.sin(2 * np.pi * f * t) * _smoothstep(t / 0.5) * _smoothstep((dur - t) / 0.5)
+    e = _sway(t, dur, f)
     _twist(s, amp * e)
     arms_out = rng.random() < 0.5
     if arms_out:
@@ -567,8 +578,7 @@ def act_twist(n, t, rng):
 
 def act_cross_arms(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
-    e = _envelope(t, dur, 0.7)
+    e = _envelope(t, _duration(t), 0.7)
     # Upper arms slightly forward and rotated inwards, elbows bent so each forearm lies across
     # the chest; the left arm sits a little higher so the forearms do not intersect.
     for sh, elb, sg, flex in ((L_SH, L_ELB, 1.0, 0.5), (R_SH, R_ELB, -1.0, 0.35)):
@@ -583,8 +593,7 @@ def act_cross_arms(n, t, rng):
 
 def act_clap(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
-    e = _envelope(t, dur, 0.5)
+    e = _envelope(t, _duration(t), 0.5)
     f = rng.uniform(1.5, 2.5)
     high = rng.random() < 0.3
     opening = 0.5 - 0.5 * np.cos(2 * np.pi * f * t)  # 0: palms together
@@ -607,7 +616,7 @@ def act_clap(n, t, rng):
 
 def act_throw(n, t, rng):
     s = _blank(n)
-    dur = t[-1] + 1.0 / FPS
+    dur = _duration(t)
     side = rng.choice(["left", "right"])
     g = -1.0 if side == "right" else 1.0  # mirror sign of the throwing side (Y and Z flip)
     sh, elb, osh = (R_SH, R_ELB, L_SH) if side == "right" else (L_SH, L_ELB, R_SH)

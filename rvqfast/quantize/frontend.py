@@ -86,6 +86,75 @@ def resolve_flags(
     return ema_update, learnable, rotation_trick
 
 
+def core_options(
+    *,
+    dim: int,
+    codebook_size: int,
+    codebook_dim: int | None,
+    heads: int,
+    decay: float,
+    eps: float,
+    kmeans_init: bool,
+    kmeans_iters: int,
+    threshold_ema_dead_code: float,
+    commitment_weight: float,
+    ema_update: bool | None,
+    learnable_codebook: bool | None,
+    use_cosine_sim: bool,
+    sync_codebook: bool | None,
+    rotation_trick: bool | None,
+    stochastic_sample_codes: bool,
+    sample_codebook_temp: float,
+    straight_through: bool,
+    backend: str,
+    precision: str,
+    rotation_dim: int | None = None,
+) -> tuple[int, dict]:
+    """Check the options both modules share and resolve their defaults.
+
+    ``rotation_dim`` is the size the rotation-trick default looks at (``None``: the resolved
+    codebook_dim). Returns ``(codebook_dim, kwargs)``; the kwargs, plus ``num_stages`` and
+    ``shared_codebook``, are those of ``QuantizerCore.__init__``.
+    """
+    cdim = check_common(
+        dim=dim, codebook_size=codebook_size, codebook_dim=codebook_dim, heads=heads, decay=decay, eps=eps,
+        kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
+        commitment_weight=commitment_weight, sample_codebook_temp=sample_codebook_temp,
+        backend=backend, precision=precision,
+    )
+    ema_update, learnable, rotation = resolve_flags(
+        dim_for_rotation=cdim if rotation_dim is None else rotation_dim, ema_update=ema_update,
+        learnable_codebook=learnable_codebook, rotation_trick=rotation_trick,
+        straight_through=straight_through, use_cosine_sim=use_cosine_sim,
+    )
+    return cdim, dict(
+        codebook_dim=cdim, codebook_size=codebook_size,
+        decay=decay, eps=eps, kmeans_init=bool(kmeans_init), kmeans_iters=kmeans_iters,
+        threshold_ema_dead_code=threshold_ema_dead_code, commitment_weight=commitment_weight,
+        ema_update=ema_update, learnable_codebook=learnable, use_cosine_sim=bool(use_cosine_sim),
+        sync_codebook=sync_codebook, rotation_trick=rotation, stochastic_sample_codes=bool(stochastic_sample_codes),
+        sample_codebook_temp=sample_codebook_temp, straight_through=bool(straight_through),
+        backend=backend, precision=precision,
+    )
+
+
+def code_logits(z: Tensor, codebook: Tensor, cosine: bool) -> Tensor:
+    """Logits of each row of ``z`` (M, D) over the codes (K, D): the dot product for cosine
+    codebooks, else minus the Euclidean distance (as vector-quantize-pytorch)."""
+    if cosine:
+        return z @ codebook.t()
+    d2 = (z * z).sum(-1, keepdim=True) + (codebook * codebook).sum(-1) - 2 * z @ codebook.t()
+    return -d2.clamp(min=1e-8).sqrt()
+
+
+def output_layout(q: Tensor, mask: Tensor | None, has_projections: bool, layout: Layout) -> Tensor:
+    """Projected-out quantized output (B, N, dim) back to the input's layout; masked positions
+    are zeroed when a projection may have moved them off zero."""
+    if mask is not None and has_projections:
+        q = q * mask.unsqueeze(-1)
+    return from_sequence(q, layout)
+
+
 def projections(dim: int, codebook_dim: int) -> tuple[nn.Module, nn.Module]:
     if codebook_dim == dim:
         return nn.Identity(), nn.Identity()

@@ -9,7 +9,9 @@ from torch import Tensor
 
 from .compat import reject_kwargs
 from .core import QuantizerCore
-from .frontend import check_common, check_mask, from_sequence, indices_layout, projections, resolve_flags, to_sequence
+from .frontend import (
+    check_mask, code_logits, core_options, from_sequence, indices_layout, output_layout, projections, to_sequence,
+)
 
 
 class ResidualVQ(QuantizerCore):
@@ -98,25 +100,15 @@ class ResidualVQ(QuantizerCore):
             raise ValueError(
                 f"quantize_dropout_cutoff_index must be an int in [0, {num_quantizers}), got {quantize_dropout_cutoff_index!r}"
             )
-        cdim = check_common(
+        cdim, core = core_options(
             dim=dim, codebook_size=codebook_size, codebook_dim=codebook_dim, heads=heads, decay=decay, eps=eps,
-            kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
-            commitment_weight=commitment_weight, sample_codebook_temp=sample_codebook_temp,
-            backend=backend, precision=precision,
+            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
+            commitment_weight=commitment_weight, ema_update=ema_update, learnable_codebook=learnable_codebook,
+            use_cosine_sim=use_cosine_sim, sync_codebook=sync_codebook, rotation_trick=rotation_trick,
+            stochastic_sample_codes=stochastic_sample_codes, sample_codebook_temp=sample_codebook_temp,
+            straight_through=straight_through, backend=backend, precision=precision,
         )
-        ema_update, learnable, rotation = resolve_flags(
-            dim_for_rotation=cdim, ema_update=ema_update, learnable_codebook=learnable_codebook,
-            rotation_trick=rotation_trick, straight_through=straight_through, use_cosine_sim=use_cosine_sim,
-        )
-        super().__init__(
-            codebook_dim=cdim, codebook_size=codebook_size, num_stages=num_quantizers, shared_codebook=bool(shared_codebook),
-            decay=decay, eps=eps, kmeans_init=bool(kmeans_init), kmeans_iters=kmeans_iters,
-            threshold_ema_dead_code=threshold_ema_dead_code, commitment_weight=commitment_weight,
-            ema_update=ema_update, learnable_codebook=learnable, use_cosine_sim=bool(use_cosine_sim),
-            sync_codebook=sync_codebook, rotation_trick=rotation, stochastic_sample_codes=bool(stochastic_sample_codes),
-            sample_codebook_temp=sample_codebook_temp, straight_through=bool(straight_through),
-            backend=backend, precision=precision,
-        )
+        super().__init__(num_stages=num_quantizers, shared_codebook=bool(shared_codebook), **core)
         self.dim = dim
         self.codebook_dim = cdim
         self.num_quantizers = num_quantizers
@@ -191,10 +183,7 @@ class ResidualVQ(QuantizerCore):
         if pad:
             idx = F.pad(idx, (0, pad), value=-1)
             losses = F.pad(losses, (0, pad), value=0.0)
-        q = self.project_out(out)
-        if mask is not None and self.has_projections:
-            q = q * mask.unsqueeze(-1)
-        q = from_sequence(q, layout)
+        q = output_layout(self.project_out(out), mask, self.has_projections, layout)
         idx = indices_layout(idx, layout)
         if not return_all_codes:
             return q, idx, losses
@@ -213,11 +202,7 @@ class ResidualVQ(QuantizerCore):
         for q in range(indices.shape[-1]):
             cb = self.codebooks[q].float()
             z = self._transform(r)
-            if self.use_cosine_sim:
-                logits = z @ cb.t()
-            else:
-                d2 = (z * z).sum(-1, keepdim=True) + (cb * cb).sum(-1) - 2 * z @ cb.t()
-                logits = -d2.clamp(min=1e-8).sqrt()
+            logits = code_logits(z, cb, self.use_cosine_sim)
             tgt = indices[..., q].long()
             if mask is not None:
                 tgt = tgt.masked_fill(~mask, -1)

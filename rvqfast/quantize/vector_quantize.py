@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .compat import reject_kwargs
 from .core import QuantizerCore
-from .frontend import check_common, check_mask, from_sequence, indices_layout, projections, resolve_flags, to_sequence
+from .frontend import check_mask, code_logits, core_options, indices_layout, output_layout, projections, to_sequence
 
 
 class VectorQuantize(QuantizerCore):
@@ -54,25 +54,16 @@ class VectorQuantize(QuantizerCore):
         **kwargs: Any,
     ) -> None:
         reject_kwargs("VectorQuantize", kwargs)
-        cdim = check_common(
+        # The rotation-trick default looks at dim here (codebook_dim in ResidualVQ), as upstream.
+        cdim, core = core_options(
             dim=dim, codebook_size=codebook_size, codebook_dim=codebook_dim, heads=heads, decay=decay, eps=eps,
-            kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
-            commitment_weight=commitment_weight, sample_codebook_temp=sample_codebook_temp,
-            backend=backend, precision=precision,
+            kmeans_init=kmeans_init, kmeans_iters=kmeans_iters, threshold_ema_dead_code=threshold_ema_dead_code,
+            commitment_weight=commitment_weight, ema_update=ema_update, learnable_codebook=learnable_codebook,
+            use_cosine_sim=use_cosine_sim, sync_codebook=sync_codebook, rotation_trick=rotation_trick,
+            stochastic_sample_codes=stochastic_sample_codes, sample_codebook_temp=sample_codebook_temp,
+            straight_through=straight_through, backend=backend, precision=precision, rotation_dim=dim,
         )
-        ema_update, learnable, rotation = resolve_flags(
-            dim_for_rotation=dim, ema_update=ema_update, learnable_codebook=learnable_codebook,
-            rotation_trick=rotation_trick, straight_through=straight_through, use_cosine_sim=use_cosine_sim,
-        )
-        super().__init__(
-            codebook_dim=cdim, codebook_size=codebook_size, num_stages=1, shared_codebook=False,
-            decay=decay, eps=eps, kmeans_init=bool(kmeans_init), kmeans_iters=kmeans_iters,
-            threshold_ema_dead_code=threshold_ema_dead_code, commitment_weight=commitment_weight,
-            ema_update=ema_update, learnable_codebook=learnable, use_cosine_sim=bool(use_cosine_sim),
-            sync_codebook=sync_codebook, rotation_trick=rotation, stochastic_sample_codes=bool(stochastic_sample_codes),
-            sample_codebook_temp=sample_codebook_temp, straight_through=bool(straight_through),
-            backend=backend, precision=precision,
-        )
+        super().__init__(num_stages=1, shared_codebook=False, **core)
         self.dim = dim
         self.codebook_dim = cdim
         self.heads = 1
@@ -124,10 +115,7 @@ class VectorQuantize(QuantizerCore):
         mask = check_mask(mask, xs.shape[0], xs.shape[1])
         h = self.project_in(xs)
         out, idx, losses = self.quantize_seq(h, mask, 0)
-        q = self.project_out(out)
-        if mask is not None and self.has_projections:
-            q = q * mask.unsqueeze(-1)
-        q = from_sequence(q, layout)
+        q = output_layout(self.project_out(out), mask, self.has_projections, layout)
         idx = indices_layout(idx[..., 0], layout)
         if indices is not None:
             return q, self._ce_loss(h, indices, mask)
@@ -143,9 +131,5 @@ class VectorQuantize(QuantizerCore):
             tgt = tgt.masked_fill(~mask, -1)
         z = self._transform(h.float())
         cb = self.codebook.float()
-        if self.use_cosine_sim:
-            logits = z @ cb.t()
-        else:
-            d2 = (z * z).sum(-1, keepdim=True) + (cb * cb).sum(-1) - 2 * z @ cb.t()
-            logits = -d2.clamp(min=1e-8).sqrt()
+        logits = code_logits(z, cb, self.use_cosine_sim)
         return F.cross_entropy(logits.reshape(b * n, -1), tgt.reshape(-1), ignore_index=-1)

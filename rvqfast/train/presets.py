@@ -19,9 +19,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "width": 512, "code_dim": 512, "num_quantizers": 6, "codebook_size": 512,
     },
     "default": {
-        "lr": 5e-4, "betas": [0.9, 0.99], "batch_size": 32, "window": 64, "steps": 1000,
-        "warmup_steps": 100, "lr_milestones": [750], "lr_gamma": 0.2,
-        "val_every": 250, "ckpt_every": 250, "log_every": 10,
+        "lr": 5e-4, "betas": [0.9, 0.99], "batch_size": 32, "window": 64, "steps": 3000,
+        "warmup_steps": 100, "lr_milestones": [2250], "lr_gamma": 0.2,
+        "val_every": 500, "ckpt_every": 500, "log_every": 10,
         "width": 128, "code_dim": 128, "num_quantizers": 6, "codebook_size": 256,
     },
     "quick": {

@@ -28,6 +28,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
     )
 
 from .. import register  # noqa: E402
+from ..reference import rvq_encode_by_stage  # noqa: E402
 from . import codes, search  # noqa: E402
 from .config import INTERPRET, INTERPRET_META, MAX_FUSED_D, MAX_SEARCH_BLOCK_D  # noqa: E402
 
@@ -57,6 +58,17 @@ def _bf16_mode(precision: str) -> int:
     return 2 if INTERPRET else 1
 
 
+def _launch_rows(kernel, tuned, n: int, args: tuple, block_d: int, use_bf16: int) -> None:
+    """Launch a row-blocked search kernel over ``n`` rows: the fixed interpreter tiles under
+    TRITON_INTERPRET=1, else its autotuned variant (which picks BLOCK_N)."""
+    if INTERPRET:
+        grid = (triton.cdiv(n, INTERPRET_META["BLOCK_N"]),)
+        kernel[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16, **INTERPRET_META)
+    else:
+        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+        tuned[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16)
+
+
 def _launch_nearest(x: Tensor, codebook: Tensor, use_bf16: int) -> tuple[Tensor, Tensor]:
     n, d = x.shape
     k = codebook.shape[0]
@@ -64,13 +76,8 @@ def _launch_nearest(x: Tensor, codebook: Tensor, use_bf16: int) -> tuple[Tensor,
     idx = torch.empty(n, dtype=torch.int64, device=x.device)
     dist = torch.empty(n, dtype=torch.float32, device=x.device)
     block_d = min(_pow2(d), MAX_SEARCH_BLOCK_D)
-    args = (x, mu, cc, cn, cb, idx, dist, n, k, d)
-    if INTERPRET:
-        grid = (triton.cdiv(n, INTERPRET_META["BLOCK_N"]),)
-        search.nearest_kernel[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16, **INTERPRET_META)
-    else:
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-        search.nearest_tuned[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16)
+    _launch_rows(search.nearest_kernel, search.nearest_tuned, n,
+                 (x, mu, cc, cn, cb, idx, dist, n, k, d), block_d, use_bf16)
     return idx, dist
 
 
@@ -94,14 +101,8 @@ def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Te
     cb, mu, cc, cn = centred(codebooks)
     idx = torch.empty(n, q, dtype=torch.int64, device=x.device)
     quant = torch.empty(n, d, dtype=torch.float32, device=x.device)
-    args = (x, mu, cc, cn, cb, idx, quant, n, k, d, q)
-    block_d = _pow2(d)
-    if INTERPRET:
-        grid = (triton.cdiv(n, INTERPRET_META["BLOCK_N"]),)
-        search.rvq_encode_kernel[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16, **INTERPRET_META)
-    else:
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-        search.rvq_encode_tuned[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16)
+    _launch_rows(search.rvq_encode_kernel, search.rvq_encode_tuned, n,
+                 (x, mu, cc, cn, cb, idx, quant, n, k, d, q), _pow2(d), use_bf16)
     return idx, quant
 
 
@@ -110,17 +111,7 @@ rvq_encode.precisions = ("exact", "certified", "bf16")
 
 def _rvq_encode_per_stage(x: Tensor, codebooks: Tensor, use_bf16: int) -> tuple[Tensor, Tensor]:
     # D too large to keep the residual on chip: one fused search launch per stage.
-    residual = x.float().clone()
-    quant = torch.zeros_like(residual)
-    indices = torch.empty(x.shape[0], codebooks.shape[0], dtype=torch.int64, device=x.device)
-    for s in range(codebooks.shape[0]):
-        cb = codebooks[s].float()
-        idx, _ = _launch_nearest(residual, cb, use_bf16)
-        code = cb[idx]
-        residual -= code
-        quant += code
-        indices[:, s] = idx
-    return indices, quant
+    return rvq_encode_by_stage(x, codebooks, lambda r, cb: _launch_nearest(r, cb, use_bf16))
 
 
 @register("triton", "rvq_decode")

@@ -24,24 +24,26 @@ MAX_SEARCH_BLOCK_D = 128
 _SMEM_BUDGET = 160 * 1024
 
 
+def _configs(table: list[tuple[int, int, int, int]]) -> list[triton.Config]:
+    """(BLOCK_N, BLOCK_K, num_warps, num_stages) rows -> triton configs."""
+    return [
+        triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages)
+        for bn, bk, warps, stages in table
+    ]
+
+
 def search_configs() -> list[triton.Config]:
-    out = []
-    for bn, bk, warps, stages in [
+    return _configs([
         (64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3), (64, 128, 4, 4),
         (128, 64, 8, 4), (256, 64, 8, 3), (64, 32, 4, 4), (32, 64, 4, 3),
-    ]:
-        out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages))
-    return out
+    ])
 
 
 def encode_configs() -> list[triton.Config]:
-    out = []
-    for bn, bk, warps, stages in [
+    return _configs([
         (32, 32, 4, 2), (64, 32, 4, 2), (64, 64, 8, 2), (128, 32, 8, 2),
         (32, 64, 4, 3), (64, 32, 8, 3), (128, 64, 8, 2), (16, 64, 4, 3),
-    ]:
-        out.append(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages))
-    return out
+    ])
 
 
 def prune_encode_configs(configs, named_args, **kwargs):
