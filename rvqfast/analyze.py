@@ -20,14 +20,13 @@ Statistics: mean |cos| over pairs within one slot vs pairs from different slots.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ._io import atomic_savefig, atomic_write_json, atomic_write_text
 from .motion.posecodes import (NUM_CATEGORIES, NUM_SLOTS, POSECODE_CATEGORIES,
                                SLOT_OFFSETS, SLOT_SIZES, posecode_indices)
 
@@ -175,9 +174,7 @@ def _heatmap(path: Path, mat: np.ndarray, title: str, boundaries: list[int] | No
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="cosine")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    atomic_savefig(path, fig)
 
 
 def _slot_boundaries(groups: np.ndarray) -> list[int]:
@@ -221,9 +218,7 @@ def analyze(run: str | Path, out: str | Path, *, pairs: int = 200, seed: int = 0
     result = {"run": str(Path(run).resolve()) if run else None, "model": tok.config.model,
               "embedding": sim["stats"], "edit_directions": dirs["stats"],
               "most_similar_cross_slot_motion_directions": entangled}
-    tmp = out / "analysis.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, out / "analysis.json")
+    atomic_write_json(out / "analysis.json", result)
     _write_summary(out / "analysis.md", result)
     return result
 
@@ -257,9 +252,7 @@ def _write_summary(path: Path, r: dict) -> None:
         lines.append(f"- `{p['a']}` vs `{p['b']}`: cos {p['cos_motion']:+.3f}")
     lines += ["", "Heatmaps: embedding_cosine.png, slot_centroid_cosine.png, "
               "edit_direction_cosine.png, edit_direction_latent_cosine.png.", ""]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._io import atomic_write
 from .motion.features import features_to_joints
 from .motion.posecodes import POSECODE_SLOTS, category_index, posecode_indices
 
@@ -239,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, arr in (("edited.npy", res.features), ("reconstruction.npy", res.reconstruction)):
-        tmp = out / (name + ".tmp.npy")
-        np.save(tmp, arr.astype(np.float32))
-        os.replace(tmp, out / name)
+        atomic_write(out / name, lambda f, a=arr: np.save(f, a.astype(np.float32)))
     summary = {"run": str(Path(args.run).resolve()), "source": source, "requantize": args.requantize,
                **res.summary()}
     (out / "edit.json").write_text(json.dumps(summary, indent=1) + "\n")

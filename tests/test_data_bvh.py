@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rvqfast.data import HumanML3D
-from rvqfast.data.bvh import BVHError, import_bvh, load_bvh
+from rvqfast.data.bvh import BVHError, load_bvh
 from rvqfast.data.__main__ import main as cli
 from rvqfast.motion.features import canonicalize, features_to_joints
 from rvqfast.motion.skeleton import JOINT_NAMES, PARENTS, REST_OFFSETS, rest_pose

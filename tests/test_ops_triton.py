@@ -6,9 +6,6 @@ Without a GPU the kernels run on CPU tensors under ``TRITON_INTERPRET=1``, which
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest

@@ -10,7 +10,6 @@ three template captions that match its actions and parameters.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -496,7 +495,7 @@ def act_kneel(n, t, rng, off):
         s.phrases = [f"kneels {what} and then stands back up", "kneels briefly and gets up again",
                      f"goes {what} before standing up"]
     elif one:
-        s.phrases = [f"kneels {what}", f"goes down on one knee", f"kneels on the {side} knee"]
+        s.phrases = [f"kneels {what}", "goes down on one knee", f"kneels on the {side} knee"]
     else:
         s.phrases = ["kneels down on both knees", "kneels on the floor", "gets down on the knees"]
     return s
@@ -799,7 +798,7 @@ _POS = {
     "place": "NOUN", "knee": "NOUN", "chest": "NOUN", "body": "NOUN", "torso": "NOUN",
     "shoulder": "NOUN", "ball": "NOUN", "side": "NOUN", "twists": "NOUN", "bends": "NOUN",
     "one": "NUM", "upper": "ADJ", "overhand": "ADV", "overhead": "ADV", "behind": "ADV",
-    "across": "ADP", "crossed": "VERB", "sideways": "ADV",
+    "across": "ADP", "crossed": "VERB",
 }
 _VERB_LEMMA = {
     "walks": "walk", "runs": "run", "jogs": "jog", "sneaks": "sneak", "curving": "curve",
@@ -814,7 +813,7 @@ _VERB_LEMMA = {
     "stretches": "stretch", "bends": "bend", "touch": "touch", "leans": "lean", "pick": "pick",
     "face": "face", "side": "side", "punches": "punch", "kneels": "kneel", "goes": "go",
     "tilts": "tilt", "reaches": "reach", "twists": "twist", "claps": "clap", "applauds": "applaud",
-    "crosses": "cross", "folds": "fold", "winds": "wind", "bends": "bend",
+    "crosses": "cross", "folds": "fold", "winds": "wind",
 }
 
 

@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from .._io import atomic_write_bytes, atomic_write_json
 from .words import NUM_POS, WordVectors, encode_sentences, parse_caption, random_word_vectors
 
 __all__ = [
@@ -213,21 +213,17 @@ def _sha256(path: Path) -> str:
 
 def save_evaluator(ev: T2MEvaluator, out_dir: str | Path) -> Path:
     """Write ``evaluator.safetensors`` + ``evaluator.json`` into out_dir (atomic renames)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in ev.state_dict().items()}
     tensors["words.vectors"] = torch.from_numpy(ev.words.vectors.copy())
-    tmp_w = out / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp_w))
-    os.replace(tmp_w, out / WEIGHTS_FILE)
+    atomic_write_bytes(out / WEIGHTS_FILE, save(tensors))
     meta = {"format": "rvqfast.t2m_evaluator", "version": FORMAT_VERSION,
             "config": dataclasses.asdict(ev.config), "words": ev.words.words,
             "provenance": ev.provenance, "weights_sha256": _sha256(out / WEIGHTS_FILE)}
-    tmp_m = out / (META_FILE + ".tmp")
-    tmp_m.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp_m, out / META_FILE)
+    atomic_write_json(out / META_FILE, meta)
     return out
 
 

@@ -11,8 +11,6 @@ import hashlib
 import inspect
 import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from rvqfast._io import atomic_write_bytes
 from rvqfast.motion import features as feat
 from rvqfast.motion.posecodes import NUM_SLOTS, POSECODE_SLOTS, SLOT_SIZES
 from rvqfast.motion.skeleton import FEATURE_DIM, FPS, JOINT_NAMES, NUM_JOINTS, PARENTS
@@ -188,23 +187,11 @@ def export_graph(kind: str, source: Any, path: str | Path, *, opset: int = DEFAU
             model = build_encoder_model(tok, opset=opset, fp16_codebooks=fp16 and exact)
     info = _finish(model, fp16=fp16, int32_indices=int32_indices, check=check, opset=opset)
     data = model.SerializeToString()
-    _atomic_write_bytes(Path(path), data)
+    atomic_write_bytes(Path(path), data)
     info["file"] = Path(path).name
     info["sha256"] = hashlib.sha256(data).hexdigest()
     info["bytes"] = len(data)
     return info
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _motion_info(tokenizer: torch.nn.Module) -> dict[str, Any]:
@@ -275,7 +262,7 @@ def export_tokenizer(tokenizer: torch.nn.Module, out_dir: str | Path, *, graphs=
             src = round_module_fp16(tokenizer).rvq
         manifest["graphs"][g] = export_graph(g, src, out / f"{g}.onnx", opset=opset, fp16=fp16,
                                              int32_indices=int32_indices)
-    _atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
 
 

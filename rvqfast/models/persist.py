@@ -6,45 +6,21 @@ folder and ``os.replace``; reads validate names, shapes and dtypes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from .._io import atomic_write_bytes, atomic_write_text
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint or saved model that is corrupt or does not match the model being loaded."""
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, fsync, then os.replace (atomic on POSIX)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_json(obj: Any, path: str | Path) -> None:
-    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
-    _atomic_write(Path(path), lambda f: f.write(data))
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_save_tensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -53,7 +29,7 @@ def atomic_save_tensors(tensors: Mapping[str, Tensor], path: str | Path, metadat
     # safetensors refuses shared storage and needs contiguous CPU tensors.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     data = save(flat, metadata=metadata)
-    _atomic_write(Path(path), lambda f: f.write(data))
+    atomic_write_bytes(path, data)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
