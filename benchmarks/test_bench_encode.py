@@ -38,7 +38,10 @@ def _rvqfast(x, cbs, precision="exact"):
 
 
 CONTENDERS = {
-    "rvqfast": _rvqfast,
+    "rvqfast_exact": _rvqfast,
+    # The default path users get: precision="auto" picks the certified bf16 screen (same indices
+    # as exact, proven) on bf16-capable CPUs for D >= 128.
+    "rvqfast_auto": lambda x, cbs: _rvqfast(x, cbs, "auto"),
     "torch_reference": _peers.torch_reference,
     "vqp": _peers.vqp,
     "faiss": _peers.faiss_flat,

@@ -59,7 +59,9 @@ def render_motion(joints: np.ndarray | Sequence[np.ndarray], path: str | Path, *
 
     n = len(motions)
     text_h = 0.9 if (caption or phrases is not None) else 0.0
-    fig = Figure(figsize=(size * n, size + text_h), dpi=72)
+    fig = Figure(figsize=(size * n, size + text_h), dpi=90)
+    # 3-D axes keep wide default margins; the panels are what the viewer wants to see.
+    fig.subplots_adjust(left=0.0, right=1.0, bottom=0.02, top=1.0 - 0.9 * text_h / (size + text_h), wspace=0.0)
     canvas = FigureCanvasAgg(fig)
     axes, artists = [], []
     for k, m in enumerate(motions):
@@ -71,6 +73,8 @@ def render_motion(joints: np.ndarray | Sequence[np.ndarray], path: str | Path, *
         ax.set_ylim(centre[2] - r, centre[2] + r)
         ax.set_zlim(0, max(2.0, float(hi[1])))
         ax.view_init(elev=15, azim=-60)
+        # The root's path on the floor: where the figure came from and is going, at a glance.
+        ax.plot(m[:t_len, 0, 0], m[:t_len, 0, 2], np.zeros(t_len), color="0.65", lw=1)
         ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
         if titles is not None:
             ax.set_title(str(titles[k]), fontsize=9)
