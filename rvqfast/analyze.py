@@ -174,7 +174,7 @@ def _heatmap(path: Path, mat: np.ndarray, title: str, boundaries: list[int] | No
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="cosine")
     fig.tight_layout()
-    atomic_savefig(path, fig)
+    atomic_savefig(path, fig, bbox_inches="tight")
 
 
 def _slot_boundaries(groups: np.ndarray) -> list[int]:

@@ -345,3 +345,30 @@ def test_eval_forward_initialises_kmeans_codebooks_when_not_distributed():
     _, idx, _ = rvq(x)
     assert bool(rvq.initted.all()) and rvq.embed.abs().sum() > 0
     assert len(idx.unique()) > 1
+
+
+def test_training_step_frees_its_activations(monkeypatch):
+    # Regression: the autograd node once kept its own outputs alive (output -> grad_fn -> ctx ->
+    # output), a cycle through the C++ graph that gc cannot break: every step leaked.
+    import gc
+    import weakref
+
+    from rvqfast.quantize import core
+
+    refs = []
+    original = core.stages_autograd
+
+    def spy(x, embed, sp):
+        out = original(x, embed, sp)
+        refs.append(weakref.ref(out[0]))
+        return out
+
+    monkeypatch.setattr(core, "stages_autograd", spy)
+    rvq = ResidualVQ(dim=16, num_quantizers=3, codebook_size=8, kmeans_init=False)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    for _ in range(3):
+        q, _, loss = rvq(x)
+        (q.sum() + loss.sum()).backward()
+        del q, loss
+    gc.collect()
+    assert refs and all(r() is None for r in refs)

@@ -32,8 +32,8 @@ class StagePass:
     residuals: Tensor  # (A+1, M, D) fp32: r_0 .. r_A (stage inputs before normalisation)
     indices: Tensor  # (M, A) int64 codes chosen per stage
     stage_codebook: list[int]  # codebook slot used by each stage
-    quantized: Tensor  # (M, D) fp32 sum of the chosen codes
-    losses: Tensor  # (A,) fp32 commitment loss per stage (already weighted)
+    quantized: Tensor | None  # (M, D) fp32 sum of the chosen codes (handed to autograd, then dropped)
+    losses: Tensor | None  # (A,) fp32 commitment loss per stage, weighted (likewise)
     rotation: bool
     cosine: bool
     commit_weight: float
@@ -78,9 +78,14 @@ def rotation_value_fixup(z: Tensor, c: Tensor) -> tuple[Tensor, Tensor] | None:
 class _StagesFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, embed: Tensor, sp: StagePass) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        # The outputs must not stay reachable from ctx: output -> grad_fn (ctx) -> sp -> output is
+        # a reference cycle through the C++ autograd graph that Python's gc cannot free, which
+        # leaked every training step's activations. The backward needs neither output.
+        quantized, losses = sp.quantized, sp.losses
+        sp.quantized = sp.losses = None
         ctx.sp = sp
         ctx.embed_shape = embed.shape
-        return sp.quantized, sp.losses
+        return quantized, losses
 
     @staticmethod
     def backward(ctx, g: Tensor | None, gl: Tensor | None):  # type: ignore[override]
