@@ -76,13 +76,21 @@ std::tuple<at::Tensor, at::Tensor> rvq_encode(const at::Tensor& x_in, const at::
   if (N == 0) return {idx, quant};
   {
     pybind11::gil_scoped_release nogil;
+    // Prepared codebooks live in a per-thread pool reused across calls (fresh pages are costly on
+    // VMs), unless they are large. Stages are prepared independently: one per thread.
+    thread_local std::vector<rvqfast::cpu::PreparedCodebook> pool;
     std::vector<rvqfast::cpu::PreparedCodebook> pcs;
-    pcs.reserve(static_cast<size_t>(Q));
-    for (int64_t q = 0; q < Q; ++q)
-      pcs.push_back(rvqfast::cpu::prepare_codebook(cbs.data_ptr<float>() + q * K * D, K, D,
-                                                   p != Precision::kExact));
+    pcs.swap(pool);  // a throwing call leaves the pool empty rather than half-written
+    pcs.resize(static_cast<size_t>(Q));
+    const float* cb_ptr = cbs.data_ptr<float>();
+    at::parallel_for(0, Q, 1, [&](int64_t q0, int64_t q1) {
+      for (int64_t q = q0; q < q1; ++q)
+        rvqfast::cpu::prepare_codebook_into(pcs[q], cb_ptr + q * K * D, K, D,
+                                            p != Precision::kExact);
+    });
     rvqfast::cpu::rvq_encode(x.data_ptr<float>(), N, pcs, p, idx.data_ptr<int64_t>(),
                              quant.data_ptr<float>());
+    if (Q * K * D <= (int64_t{8} << 20)) pool.swap(pcs);  // keep up to ~48 MiB of prepared codes
   }
   return {idx, quant};
 }

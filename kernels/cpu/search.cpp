@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <numeric>
 
@@ -28,12 +29,6 @@ inline float round_up(double v) {
   return static_cast<double>(f) < v ? std::nextafter(f, kInf) : f;
 }
 
-double norm2_f64(const float* a, int64_t d) {
-  double s = 0;
-  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(a[i]) * a[i];
-  return s;
-}
-
 // Rows per block. The GEMM of a block runs on all threads (BLAS / oneDNN threading) and the fused
 // epilogue is split over rows with at::parallel_for. Calling the GEMM from inside a parallel
 // region instead (one tile per thread) measured up to 20x slower on a loaded 2-core machine
@@ -52,7 +47,7 @@ constexpr double kF = 1 + 1.0 / 1024;  // covers the fp32 evaluation of the boun
 
 // Scratch buffers reused across the blocks and stages of one call.
 struct Scratch {
-  std::vector<float> a;         // block x D centred rows (fp32)
+  std::vector<float> a;         // block x D centred rows (fp32; exact mode only)
   std::vector<float> dots;      // block x chunk fp32 dot products (exact)
   std::vector<uint16_t> a16;    // block x D bf16 rows
   std::vector<uint16_t> s16;    // block x K bf16 dot products
@@ -63,10 +58,11 @@ struct Scratch {
   std::vector<int64_t> ov_rows, ov_idx;
 };
 
-// Centre row r of `x` on `mu` into the scratch (plus bf16 copy and norms when screening).
+// Centre row r of `x` on `mu` into the scratch: the fp32 row for the exact GEMM, or only its
+// bf16 copy and norms when screening (a screened row that overflows is re-centred from `x`).
 inline void prep_row(const float* x, const float* mu, int64_t D, bool bf16, Scratch& s,
                      int64_t r) {
-  centre_row(x, mu, D, s.a.data() + r * D, bf16 ? s.a16.data() + r * D : nullptr,
+  centre_row(x, mu, D, bf16 ? nullptr : s.a.data() + r * D, bf16 ? s.a16.data() + r * D : nullptr,
              bf16 ? s.norms.data() + 3 * r : nullptr);
 }
 
@@ -129,8 +125,8 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
   const double Dd = static_cast<double>(D);
   s.cands.resize(static_cast<size_t>(n * cap));
   s.cand_count.resize(static_cast<size_t>(n));
-  s.ov_a.resize(static_cast<size_t>(n * D));
   at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
+    std::vector<float> lo(static_cast<size_t>(K));  // s_k - E_k of the current row
     for (int64_t r = r0; r < r1; ++r) {
       // Per-row terms of the bound (docs/certified.md), inflated against the fp64 rounding of
       // the norms and rounded up to fp32.
@@ -145,23 +141,19 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
       row.rc = round_up(kF * (4.1 * kV * A * A + abs_slack));
       const uint16_t* sr = s.s16.data() + r * K;
       int64_t* cands = s.cands.data() + r * cap;
-      const float m = screen_min_bf16(sr, cb.cn_screen.data(), cb.sp.data(), cb.sq.data(), cb.sw.data(),
-                                      row, K);
+      const float m = screen_bounds_bf16(sr, cb.cn_screen.data(), cb.sp.data(), cb.sq.data(),
+                                         cb.sw.data(), row, K, lo.data());
       int64_t cnt = K + 1;  // non-finite screen: force the exact fallback
       if (std::isfinite(m) && std::isfinite(row.ea) && std::isfinite(row.abar) &&
           std::isfinite(row.rc))
-        cnt = screen_collect_bf16(sr, cb.cn_screen.data(), cb.sp.data(), cb.sq.data(), cb.sw.data(),
-                                  row, m, K, cands, cap);
+        cnt = collect_not_above(lo.data(), m, K, cands, cap);
       s.cand_count[r] = cnt;
-      if (cnt > cap || cnt == 0) {
-        // Keep the centred row: finish(r) below may overwrite s.a for the next stage.
-        std::memcpy(s.ov_a.data() + r * D, s.a.data() + r * D, sizeof(float) * D);
-        continue;
-      }
+      if (cnt > cap || cnt == 0) continue;  // x's row stays untouched until finish(r)
       const float* xr = x + r * D;
       double best = std::numeric_limits<double>::infinity();
       int64_t bi = cands[0];
-      for (int64_t j = 0; j < cnt; ++j) {
+      // A single kept code is a nearest code (the kept set holds every nearest code): no re-rank.
+      for (int64_t j = 0; cnt > 1 && j < cnt; ++j) {
         const int64_t k = cands[j];
         const double d = sqdist_f64(xr, cb.raw + k * D, D);
         if (d < best) {  // candidates are in increasing order: ties keep the lowest index
@@ -185,8 +177,11 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
   if (!s.ov_rows.empty()) {
     const int64_t no = static_cast<int64_t>(s.ov_rows.size());
     g_overflow += no;
-    for (int64_t i = 0; i < no; ++i)  // compact in place (rows only move to lower positions)
-      std::memmove(s.ov_a.data() + i * D, s.ov_a.data() + s.ov_rows[i] * D, sizeof(float) * D);
+    // Overflow rows have not been finished, so x still holds them: centre them exactly as the
+    // exact mode does.
+    s.ov_a.resize(static_cast<size_t>(no * D));
+    for (int64_t i = 0; i < no; ++i)
+      centre_row(x + s.ov_rows[i] * D, cb.mu.data(), D, s.ov_a.data() + i * D, nullptr, nullptr);
     s.ov_idx.resize(static_cast<size_t>(no));
     exact_block(cb, s.ov_a.data(), no, s, s.ov_idx.data(), [](int64_t) {});
     at::parallel_for(0, no, 16, [&](int64_t i0, int64_t i1) {
@@ -207,9 +202,43 @@ void search_block(const PreparedCodebook& cb, const float* x, int64_t n, Precisi
     screened_block(cb, x, n, p, s, out, finish);
 }
 
+// Per-thread buffers kept between calls: on this class of VM a first touch costs ~1.4 us per
+// 4 KiB page (~2 ms per 6 MB buffer), a sizeable share of a call. Large ones are released.
+struct Workspace {
+  Scratch s;
+  std::vector<float> res;
+  std::vector<int64_t> idx;
+
+  size_t bytes() const {
+    return 4 * (s.a.capacity() + s.dots.capacity() + s.best.capacity() + s.ov_a.capacity() +
+                res.capacity()) +
+           2 * (s.a16.capacity() + s.s16.capacity()) +
+           8 * (s.norms.capacity() + s.bidx.capacity() + s.cands.capacity() +
+                s.cand_count.capacity() + s.ov_rows.capacity() + s.ov_idx.capacity() +
+                idx.capacity());
+  }
+};
+
+constexpr size_t kKeepBytes = size_t{64} << 20;
+
+// The calling thread's workspace for one call; freed on scope exit when it grew beyond
+// kKeepBytes (or when the call threw).
+struct WorkspaceLease {
+  Workspace& w;
+  WorkspaceLease() : w(tls_workspace()) {}
+  ~WorkspaceLease() {
+    if (w.bytes() > kKeepBytes || std::uncaught_exceptions() > 0) w = Workspace();
+  }
+  static Workspace& tls_workspace() {
+    thread_local Workspace ws;
+    return ws;
+  }
+};
+
 void size_scratch(Scratch& s, int64_t bm, int64_t D, Precision p) {
-  s.a.resize(static_cast<size_t>(bm * D));
-  if (p != Precision::kExact) {
+  if (p == Precision::kExact) {
+    s.a.resize(static_cast<size_t>(bm * D));
+  } else {
     s.a16.resize(static_cast<size_t>(bm * D));
     s.norms.resize(static_cast<size_t>(3 * bm));
   }
@@ -219,9 +248,16 @@ void size_scratch(Scratch& s, int64_t bm, int64_t D, Precision p) {
 
 PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool need_bf16) {
   PreparedCodebook cb;
+  prepare_codebook_into(cb, codes, K, D, need_bf16);
+  return cb;
+}
+
+void prepare_codebook_into(PreparedCodebook& cb, const float* codes, int64_t K, int64_t D,
+                           bool need_bf16) {
   cb.K = K;
   cb.D = D;
   cb.raw = codes;
+  cb.bmax = 0;
   std::vector<double> mu(static_cast<size_t>(D), 0.0);
   for (int64_t k = 0; k < K; ++k)
     for (int64_t d = 0; d < D; ++d) mu[d] += codes[k * D + d];
@@ -229,9 +265,12 @@ PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool
   for (int64_t d = 0; d < D; ++d) cb.mu[d] = static_cast<float>(mu[d] / static_cast<double>(K));
   cb.cc.resize(static_cast<size_t>(K * D));
   cb.cn.resize(static_cast<size_t>(K));
+  const std::vector<float> zero(static_cast<size_t>(D), 0.0f);
   for (int64_t k = 0; k < K; ++k) {
     for (int64_t d = 0; d < D; ++d) cb.cc[k * D + d] = codes[k * D + d] - cb.mu[d];
-    cb.cn[k] = static_cast<float>(norm2_f64(cb.cc.data() + k * D, D));
+    // fp64 accumulation (vectorised): every square is exact, the sum's error is far below the
+    // final fp32 rounding.
+    cb.cn[k] = static_cast<float>(sqdist_f64(cb.cc.data() + k * D, zero.data(), D));
   }
   // Duplicated codes: map every code to the lowest index holding the same values, so exact ties
   // between duplicates resolve to the lowest index whatever order the GEMM summed in.
@@ -260,12 +299,9 @@ PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool
     cb.sw.resize(static_cast<size_t>(K));
     cb.cn_screen.resize(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; ++k) cb.cn_screen[k] = cb.canon[k] == k ? cb.cn[k] : kInf;
-    std::vector<float> scratch(static_cast<size_t>(D));
-    const std::vector<float> zero(static_cast<size_t>(D), 0.0f);
     for (int64_t k = 0; k < K; ++k) {
       double nb[3];  // ||b||^2, ||bf16(b)||^2, ||b - bf16(b)||^2 of the centred code b = c_k - mu
-      centre_row(cb.cc.data() + k * D, zero.data(), D, scratch.data(),
-                 cb.cc_bf16.data() + k * D, nb);
+      centre_row(cb.cc.data() + k * D, zero.data(), D, nullptr, cb.cc_bf16.data() + k * D, nb);
       const double b = std::sqrt(nb[0]) * (1 + 1e-6), bbar = std::sqrt(nb[1]) * (1 + 1e-6),
                    eb = std::sqrt(nb[2]) * (1 + 1e-6);
       cb.bmax = std::max(cb.bmax, b);
@@ -274,14 +310,14 @@ PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool
       cb.sw[k] = round_up(kF * 7 * kV * b * b);
     }
   }
-  return cb;
 }
 
 void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precision p,
                   int64_t* indices, float* sqdist) {
   const int64_t D = cb.D, bm = std::min(N, block_rows(cb.K, D, p));
   const bool bf16 = p != Precision::kExact;
-  Scratch s;
+  WorkspaceLease lease;
+  Scratch& s = lease.w.s;
   size_scratch(s, bm, D, p);
   for (int64_t r0 = 0; r0 < N; r0 += bm) {
     const int64_t n = std::min(bm, N - r0);
@@ -302,10 +338,15 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
   const bool bf16 = p != Precision::kExact;
   int64_t bm = N;
   for (const auto& cb : cbs) bm = std::min(bm, block_rows(cb.K, D, p));
-  Scratch s;
+  const int64_t nblocks = (N + bm - 1) / bm;
+  bm = (N + nblocks - 1) / nblocks;  // equal blocks: no small, poorly threaded tail block
+  WorkspaceLease lease;
+  Scratch& s = lease.w.s;
   size_scratch(s, bm, D, p);
-  std::vector<float> res(static_cast<size_t>(bm * D));
-  std::vector<int64_t> idx(static_cast<size_t>(bm));
+  std::vector<float>& res = lease.w.res;
+  std::vector<int64_t>& idx = lease.w.idx;
+  res.resize(static_cast<size_t>(bm * D));
+  idx.resize(static_cast<size_t>(bm));
   for (int64_t r0 = 0; r0 < N; r0 += bm) {
     const int64_t n = std::min(bm, N - r0);
     // The residual stays in this block buffer through all Q stages.
@@ -315,25 +356,29 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
     for (int64_t q = 0; q < Q; ++q) {
       const PreparedCodebook& cb = cbs[q];
       const float* next_mu = q + 1 < Q ? cbs[q + 1].mu.data() : nullptr;
-      // Runs in the search's parallel epilogue as soon as row r's code is final: residual and
-      // output update, then the row's centring for the next stage (saves a pass and a fork/join).
+      // Runs in the search's parallel epilogue as soon as row r's code is final: the residual
+      // update fused with the row's centring for the next stage (saves a pass and a fork/join).
+      // The output is written once, after the last stage, as the left-to-right sum of the chosen
+      // codes (the same fp32 sums a running per-stage accumulation gives, in fewer passes).
       auto finish = [&](int64_t r) {
-        const float* c = cb.raw + idx[r] * D;
-        float* rr = res.data() + r * D;
-        float* qr = qb + r * D;
-        if (q == 0) {
-          for (int64_t d = 0; d < D; ++d) {
-            rr[d] -= c[d];
-            qr[d] = c[d];
-          }
-        } else {
-          for (int64_t d = 0; d < D; ++d) {
-            rr[d] -= c[d];
-            qr[d] += c[d];
-          }
+        int64_t* ir = indices + (r0 + r) * Q;
+        ir[q] = idx[r];
+        if (next_mu) {
+          residual_step(res.data() + r * D, cb.raw + idx[r] * D, D, next_mu,
+                        bf16 ? nullptr : s.a.data() + r * D, bf16 ? s.a16.data() + r * D : nullptr,
+                        bf16 ? s.norms.data() + 3 * r : nullptr);
+          return;
         }
-        indices[(r0 + r) * Q + q] = idx[r];
-        if (next_mu) prep_row(rr, next_mu, D, bf16, s, r);
+        constexpr int64_t kStack = 64;
+        const float* stack_rows[kStack];
+        std::vector<const float*> heap_rows;
+        const float** rows = stack_rows;
+        if (Q > kStack) {
+          heap_rows.resize(static_cast<size_t>(Q));
+          rows = heap_rows.data();
+        }
+        for (int64_t j = 0; j < Q; ++j) rows[j] = cbs[j].raw + ir[j] * D;
+        sum_rows(qb + r * D, rows, Q, D);
       };
       search_block(cb, res.data(), n, p, s, idx.data(), finish);
     }

@@ -35,6 +35,10 @@ struct PreparedCodebook {
 };
 
 PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool need_bf16);
+// Same, into an existing object: its buffers are reused (no new pages touched when the shapes
+// repeat, which matters for repeated calls).
+void prepare_codebook_into(PreparedCodebook& cb, const float* codes, int64_t K, int64_t D,
+                           bool need_bf16);
 
 // indices (N), sqdist (N, direct ||x - c||^2; may be null).
 void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precision p,

@@ -56,27 +56,27 @@ inline float screen_err(float d, const ScreenRow& row, float p, float q, float w
   return row.cu * std::fabs(d) + row.ea * p + row.abar * q + w + row.rc;
 }
 
-float screen_min_scalar(const uint16_t* dot, const float* cn, const float* p, const float* q,
-                        const float* w, const ScreenRow& row, int64_t n) {
+float screen_bounds_scalar(const uint16_t* dot, const float* cn, const float* p,
+                           const float* q, const float* w, const ScreenRow& row, int64_t n,
+                           float* lo) {
   float m = kInf;
   bool nan = false;
   for (int64_t k = 0; k < n; ++k) {
     const float d = bf16_to_f32(dot[k]);
-    const float t = (cn[k] - 2.0f * d) + screen_err(d, row, p[k], q[k], w[k]);
+    const float s = cn[k] - 2.0f * d, e = screen_err(d, row, p[k], q[k], w[k]);
+    const float t = s + e;
+    lo[k] = s - e;
     nan |= std::isnan(t);
     m = t < m ? t : m;
   }
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
 }
 
-int64_t screen_collect_scalar(const uint16_t* dot, const float* cn, const float* p,
-                              const float* q, const float* w, const ScreenRow& row, float m,
-                              int64_t n, int64_t* out, int64_t cap) {
+int64_t collect_not_above_scalar(const float* lo, float m, int64_t n, int64_t* out,
+                                 int64_t cap) {
   int64_t cnt = 0;
   for (int64_t k = 0; k < n; ++k) {
-    const float d = bf16_to_f32(dot[k]);
-    const float lo = (cn[k] - 2.0f * d) - screen_err(d, row, p[k], q[k], w[k]);
-    if (!(lo > m)) {  // keeps NaN too: an unordered comparison must never drop a code
+    if (!(lo[k] > m)) {  // keeps NaN too: an unordered comparison must never drop a code
       if (cnt < cap) out[cnt] = k;
       ++cnt;
     }
@@ -98,7 +98,7 @@ void centre_row_scalar(const float* x, const float* mu, int64_t d, float* a, uin
   double n0 = 0, n1 = 0, n2 = 0;
   for (int64_t i = 0; i < d; ++i) {
     const float v = x[i] - mu[i];
-    a[i] = v;
+    if (a) a[i] = v;
     if (a16) {
       const uint16_t h = f32_to_bf16_rne(v);
       a16[i] = h;
@@ -112,6 +112,20 @@ void centre_row_scalar(const float* x, const float* mu, int64_t d, float* a, uin
     norms[0] = n0;
     norms[1] = n1;
     norms[2] = n2;
+  }
+}
+
+void residual_step_scalar(float* res, const float* c, int64_t d, const float* mu, float* a,
+                          uint16_t* a16, double* norms) {
+  for (int64_t i = 0; i < d; ++i) res[i] -= c[i];
+  centre_row_scalar(res, mu, d, a, a16, norms);
+}
+
+void sum_rows_scalar(float* out, const float* const* rows, int64_t n, int64_t d) {
+  for (int64_t i = 0; i < d; ++i) {
+    float acc = rows[0][i];
+    for (int64_t j = 1; j < n; ++j) acc += rows[j][i];
+    out[i] = acc;
   }
 }
 
@@ -225,9 +239,9 @@ RVQ_AVX512 inline __m512 screen_score16(const uint16_t* dot, const float* cn, co
   return _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), d, _mm512_maskz_loadu_ps(m, cn));
 }
 
-RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const float* p,
-                                   const float* q, const float* w, const ScreenRow& row,
-                                   int64_t n) {
+RVQ_AVX512 float screen_bounds_avx512(const uint16_t* dot, const float* cn, const float* p,
+                                      const float* q, const float* w, const ScreenRow& row,
+                                      int64_t n, float* lo) {
   const ScreenVecs v(row);
   __m512 vmin = _mm512_set1_ps(kInf);
   __mmask16 nan = 0;
@@ -236,6 +250,7 @@ RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const f
     __m512 e;
     __m512 s = screen_score16(dot + k, cn + k, p + k, q + k, w + k, v, m, e);
     __m512 t = _mm512_add_ps(s, e);
+    _mm512_mask_storeu_ps(lo + k, m, _mm512_sub_ps(s, e));
     nan |= _mm512_mask_cmp_ps_mask(m, t, t, _CMP_UNORD_Q);
     vmin = _mm512_mask_min_ps(vmin, m, vmin, t);
   }
@@ -243,18 +258,14 @@ RVQ_AVX512 float screen_min_avx512(const uint16_t* dot, const float* cn, const f
   return _mm512_reduce_min_ps(vmin);
 }
 
-RVQ_AVX512 int64_t screen_collect_avx512(const uint16_t* dot, const float* cn, const float* p,
-                                         const float* q, const float* w, const ScreenRow& row,
-                                         float mval, int64_t n, int64_t* out, int64_t cap) {
-  const ScreenVecs v(row);
+RVQ_AVX512 int64_t collect_not_above_avx512(const float* lo, float mval, int64_t n, int64_t* out,
+                                            int64_t cap) {
   const __m512 mv = _mm512_set1_ps(mval);
   int64_t cnt = 0;
   for (int64_t k = 0; k < n; k += 16) {
     __mmask16 m = tail_mask(n - k);
-    __m512 e;
-    __m512 s = screen_score16(dot + k, cn + k, p + k, q + k, w + k, v, m, e);
     // NGT_UQ: "not greater", true when unordered, so a NaN never drops a code.
-    uint32_t keep = _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(s, e), mv, _CMP_NGT_UQ);
+    uint32_t keep = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, lo + k), mv, _CMP_NGT_UQ);
     while (keep) {
       int b = __builtin_ctz(keep);
       if (cnt < cap) out[cnt] = k + b;
@@ -265,19 +276,21 @@ RVQ_AVX512 int64_t screen_collect_avx512(const uint16_t* dot, const float* cn, c
   return cnt;
 }
 
-RVQ_AVX512 void centre_row_avx512(const float* x, const float* mu, int64_t d, float* a,
-                                  uint16_t* a16, double* norms) {
-  __m512d n0 = _mm512_setzero_pd(), n1 = _mm512_setzero_pd(), n2 = _mm512_setzero_pd();
-  const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1),
-                hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
-  for (int64_t i = 0; i < d; i += 16) {
-    __mmask16 m = tail_mask(d - i);
-    __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, mu + i));
-    _mm512_mask_storeu_ps(a + i, m, v);
-    if (!a16) continue;
+// Centring tail shared by centre_row and residual_step: stores a (optional) and bf16(a), and
+// accumulates ||a||^2, ||bf16(a)||^2, ||a - bf16(a)||^2 in fp64 (each square exact there).
+struct CentreAcc {
+  __m512d n0, n1, n2;
+
+  RVQ_AVX512 CentreAcc() : n0(_mm512_setzero_pd()), n1(_mm512_setzero_pd()), n2(_mm512_setzero_pd()) {}
+
+  RVQ_AVX512 inline void step(__m512 v, __mmask16 m, float* a, uint16_t* a16) {
+    if (a) _mm512_mask_storeu_ps(a, m, v);
+    if (!a16) return;
+    const __m512i bias = _mm512_set1_epi32(0x7FFF), one = _mm512_set1_epi32(1),
+                  hi = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
     __m512i u = _mm512_castps_si512(v);
     u = _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(_mm512_srli_epi32(u, 16), one)));
-    _mm256_mask_storeu_epi16(a16 + i, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16)));
+    _mm256_mask_storeu_epi16(a16, m, _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16)));
     __m512 vb = _mm512_castsi512_ps(_mm512_and_si512(u, hi));
     __m512 dv = _mm512_sub_ps(v, vb);  // exact: the low mantissa bits of v (or a power of two)
     const __m256 vl = _mm512_castps512_ps256(v), vh = _mm512_extractf32x8_ps(v, 1);
@@ -291,10 +304,46 @@ RVQ_AVX512 void centre_row_avx512(const float* x, const float* mu, int64_t d, fl
     t = _mm512_cvtps_pd(dl); n2 = _mm512_fmadd_pd(t, t, n2);
     t = _mm512_cvtps_pd(dh); n2 = _mm512_fmadd_pd(t, t, n2);
   }
-  if (a16) {
+
+  RVQ_AVX512 void store(double* norms) const {
     norms[0] = _mm512_reduce_add_pd(n0);
     norms[1] = _mm512_reduce_add_pd(n1);
     norms[2] = _mm512_reduce_add_pd(n2);
+  }
+};
+
+RVQ_AVX512 void centre_row_avx512(const float* x, const float* mu, int64_t d, float* a,
+                                  uint16_t* a16, double* norms) {
+  CentreAcc acc;
+  for (int64_t i = 0; i < d; i += 16) {
+    __mmask16 m = tail_mask(d - i);
+    __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, mu + i));
+    acc.step(v, m, a ? a + i : nullptr, a16 ? a16 + i : nullptr);
+  }
+  if (a16) acc.store(norms);
+}
+
+// One pass: res -= c, then the centring of the new residual for the next stage, exactly as
+// centre_row would do it.
+RVQ_AVX512 void residual_step_avx512(float* res, const float* c, int64_t d, const float* mu,
+                                     float* a, uint16_t* a16, double* norms) {
+  CentreAcc acc;
+  for (int64_t i = 0; i < d; i += 16) {
+    __mmask16 m = tail_mask(d - i);
+    const __m512 r = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, res + i), _mm512_maskz_loadu_ps(m, c + i));
+    _mm512_mask_storeu_ps(res + i, m, r);
+    acc.step(_mm512_sub_ps(r, _mm512_maskz_loadu_ps(m, mu + i)), m, a ? a + i : nullptr,
+             a16 ? a16 + i : nullptr);
+  }
+  if (a16) acc.store(norms);
+}
+
+RVQ_AVX512 void sum_rows_avx512(float* out, const float* const* rows, int64_t n, int64_t d) {
+  for (int64_t i = 0; i < d; i += 16) {
+    __mmask16 m = tail_mask(d - i);
+    __m512 acc = _mm512_maskz_loadu_ps(m, rows[0] + i);
+    for (int64_t j = 1; j < n; ++j) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, rows[j] + i));
+    _mm512_mask_storeu_ps(out + i, m, acc);
   }
 }
 
@@ -320,8 +369,10 @@ RVQ_AVX512 double sqdist_avx512(const float* a, const float* b, int64_t d) {
 struct Dispatch {
   decltype(&argmin_f32_scalar) argmin_f32 = argmin_f32_scalar;
   decltype(&argmin_bf16_scalar) argmin_bf16 = argmin_bf16_scalar;
-  decltype(&screen_min_scalar) screen_min = screen_min_scalar;
-  decltype(&screen_collect_scalar) screen_collect = screen_collect_scalar;
+  decltype(&screen_bounds_scalar) screen_bounds = screen_bounds_scalar;
+  decltype(&collect_not_above_scalar) collect = collect_not_above_scalar;
+  decltype(&residual_step_scalar) residual = residual_step_scalar;
+  decltype(&sum_rows_scalar) sum_rows = sum_rows_scalar;
   decltype(&sqdist_scalar) sqdist = sqdist_scalar;
   decltype(&centre_row_scalar) centre = centre_row_scalar;
   const char* level = "scalar";
@@ -332,8 +383,10 @@ struct Dispatch {
   bool select(bool allow_avx512) {
     argmin_f32 = argmin_f32_scalar;
     argmin_bf16 = argmin_bf16_scalar;
-    screen_min = screen_min_scalar;
-    screen_collect = screen_collect_scalar;
+    screen_bounds = screen_bounds_scalar;
+    collect = collect_not_above_scalar;
+    residual = residual_step_scalar;
+    sum_rows = sum_rows_scalar;
     sqdist = sqdist_scalar;
     centre = centre_row_scalar;
     level = "scalar";
@@ -343,8 +396,10 @@ struct Dispatch {
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
       argmin_f32 = argmin_f32_avx512;
       argmin_bf16 = argmin_bf16_avx512;
-      screen_min = screen_min_avx512;
-      screen_collect = screen_collect_avx512;
+      screen_bounds = screen_bounds_avx512;
+      collect = collect_not_above_avx512;
+      residual = residual_step_avx512;
+      sum_rows = sum_rows_avx512;
       sqdist = sqdist_avx512;
       centre = centre_row_avx512;
       level = "avx512";
@@ -371,15 +426,22 @@ void argmin_update_bf16(const uint16_t* dot, const float* cn, int64_t n, int64_t
   dispatch().argmin_bf16(dot, cn, n, base, best, best_idx);
 }
 
-float screen_min_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
-                      const float* w, const ScreenRow& row, int64_t n) {
-  return dispatch().screen_min(dot, cn, p, q, w, row, n);
+float screen_bounds_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                         const float* w, const ScreenRow& row, int64_t n, float* lo) {
+  return dispatch().screen_bounds(dot, cn, p, q, w, row, n, lo);
 }
 
-int64_t screen_collect_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
-                            const float* w, const ScreenRow& row, float m, int64_t n, int64_t* out,
-                            int64_t cap) {
-  return dispatch().screen_collect(dot, cn, p, q, w, row, m, n, out, cap);
+int64_t collect_not_above(const float* lo, float m, int64_t n, int64_t* out, int64_t cap) {
+  return dispatch().collect(lo, m, n, out, cap);
+}
+
+void residual_step(float* res, const float* c, int64_t d, const float* mu, float* a,
+                   uint16_t* a16, double* norms) {
+  dispatch().residual(res, c, d, mu, a, a16, norms);
+}
+
+void sum_rows(float* out, const float* const* rows, int64_t n, int64_t d) {
+  dispatch().sum_rows(out, rows, n, d);
 }
 
 void centre_row(const float* x, const float* mu, int64_t d, float* a, uint16_t* a16,

@@ -29,23 +29,31 @@ struct ScreenRow {
   float cu, ea, abar, rc;
 };
 
-// Pass 1: min over k of s_k + E_k. Returns +inf for n == 0; NaN if any term is NaN (callers treat
-// a non-finite result as overflow).
-float screen_min_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
-                      const float* w, const ScreenRow& row, int64_t n);
+// One pass over the codes: writes lo[k] = s_k - E_k and returns min over k of s_k + E_k
+// (+inf for n == 0; NaN if any s_k + E_k is NaN: callers treat a non-finite result as overflow).
+float screen_bounds_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                         const float* w, const ScreenRow& row, int64_t n, float* lo);
 
-// Pass 2: write (up to `cap`) the indices k with s_k - E_k <= m (or where that comparison is
-// unordered, i.e. NaN) in increasing order into `out`; return how many codes qualified in total
-// (may exceed `cap`, in which case the row overflows).
-int64_t screen_collect_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
-                            const float* w, const ScreenRow& row, float m, int64_t n, int64_t* out,
-                            int64_t cap);
+// Write (up to `cap`) the indices k with lo[k] <= m (or where that comparison is unordered, i.e.
+// NaN) in increasing order into `out`; return how many codes qualified in total (may exceed
+// `cap`, in which case the row overflows).
+int64_t collect_not_above(const float* lo, float m, int64_t n, int64_t* out, int64_t cap);
 
-// a = x - mu (fp32, one rounding per element). When a16 is not null also writes
+// a = x - mu (fp32, one rounding per element; not stored when a is null). When a16 is not null
+// also writes
 // a16 = bf16(a) (round to nearest even) and norms = {||a||^2, ||bf16(a)||^2, ||a - bf16(a)||^2},
 // accumulated in fp64 (each square is exact in fp64).
 void centre_row(const float* x, const float* mu, int64_t d, float* a, uint16_t* a16,
                 double* norms);
+
+// One fused pass of an RVQ stage's row update: res -= c, then centre_row(res, mu, d, a, a16,
+// norms) on the updated residual.
+void residual_step(float* res, const float* c, int64_t d, const float* mu, float* a,
+                   uint16_t* a16, double* norms);
+
+// out = ((rows[0] + rows[1]) + rows[2]) + ... (n >= 1 rows of d floats, summed left to right in
+// fp32, the order a running per-stage accumulation would use).
+void sum_rows(float* out, const float* const* rows, int64_t n, int64_t d);
 
 // Squared Euclidean distance ||a - b||^2 accumulated in double (used for re-ranking and for
 // recomputing the winner's distance without cancellation).
