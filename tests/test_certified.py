@@ -183,3 +183,23 @@ def test_certified_on_kmeans_codebooks(points_per_code, lloyd):
     assert stats["rows"] == 300 * q
     assert stats["overflow_rows"] <= 0.02 * stats["rows"], stats
     assert stats["mean_candidates"] < 8, stats
+
+
+@pytest.mark.parametrize("d", [8, 64, 512])
+def test_one_ulp_apart_codes_take_the_fp64_fallback_and_stay_exact(d):
+    # Pairs of codes one float32 ulp apart in one coordinate: the fp32 re-rank intervals of the
+    # two overlap, so the kernel must fall back to the fp64 re-rank and return the true nearest
+    # code (lowest index on an exact fp64 tie).
+    g = torch.Generator().manual_seed(d)
+    base = torch.randn(32, d, generator=g)
+    twin = base.clone()
+    twin[:, 0] = torch.nextafter(base[:, 0], torch.full_like(base[:, 0], float("inf")))
+    cb = torch.cat([base, twin])
+    x = base[torch.randint(0, 32, (200,), generator=g)] + 1e-6 * torch.randn(200, d, generator=g)
+    idx, _ = ops.nearest_code(x, cb, backend="cpu", precision="certified")
+    d64 = sqdist64(x, cb)
+    best = d64.min(1).values
+    got = d64.gather(1, idx.view(-1, 1)).squeeze(1)
+    assert torch.equal(got, best), "certified did not return an fp64-nearest code"
+    first = (d64 == best[:, None]).float().argmax(1)
+    assert torch.equal(idx, first), "exact fp64 ties must resolve to the lowest index"

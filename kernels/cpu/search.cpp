@@ -45,6 +45,54 @@ constexpr int64_t kCodeChunk = 1024;  // exact mode: codes per GEMM call
 constexpr double kU = 1.0 / 256, kV = 1.0 / (1 << 24);  // bf16 and fp32 unit roundoffs
 constexpr double kF = 1 + 1.0 / 1024;  // covers the fp32 evaluation of the bound itself
 
+// Upper bound on the norm of a vector of length d from the squared norm centre_row reports (fp32
+// or fp64 accumulation: within gamma_d relative plus d 2^-149 absolute, simd.h). The 1 + 1e-6
+// factor covers the fp64 evaluation of this expression and the final rounding to fp32 margin.
+inline double norm_upper(double sq, int64_t d) {
+  const double dv = static_cast<double>(d) * kV, g = dv / (1 - dv);
+  return std::sqrt((sq + std::ldexp(static_cast<double>(d), -149)) / (1 - g)) * (1 + 1e-6);
+}
+
+// Re-rank of the kept candidates: picks the candidate with the smallest ||x - c_k||^2, ties to
+// the lowest index. An fp32 pass decides when its rigorous error intervals separate one
+// candidate from all others (the common case); otherwise the distances are recomputed in fp64.
+// fp32: each difference rounds once and the squares are summed with at most d + 6 roundings per
+// term (simd.h), so |s - S| <= eta S + alpha with eta = gamma_{d+6} + 3v, alpha = (d+6) 2^-149.
+// Then S <= (s + alpha)(1 + 2 eta) and S >= (s - alpha)(1 - 2 eta) for eta <= 1/4, with ~eta of
+// slack that absorbs the fp64 rounding of these expressions.
+int64_t rerank(const float* xr, const float* raw, int64_t D, const int64_t* cands, int64_t cnt) {
+  constexpr int64_t kMaxFast = 8;
+  const double n = static_cast<double>(D + 6), eta = n * kV / (1 - n * kV) + 3 * kV;
+  if (cnt <= kMaxFast && eta <= 0.01) {
+    const double alpha = std::ldexp(n, -149);
+    float s[kMaxFast];
+    int64_t jb = 0;
+    bool ok = true;
+    for (int64_t j = 0; j < cnt; ++j) {
+      s[j] = sqdist_f32(xr, raw + cands[j] * D, D);
+      ok &= std::isfinite(s[j]);
+      if (s[j] < s[jb]) jb = j;
+    }
+    if (ok) {
+      const double hi = (static_cast<double>(s[jb]) + alpha) * (1 + 2 * eta);
+      for (int64_t j = 0; ok && j < cnt; ++j)
+        ok = j == jb || (static_cast<double>(s[j]) - alpha) * (1 - 2 * eta) > hi;
+      if (ok) return cands[jb];
+    }
+  }
+  double best = std::numeric_limits<double>::infinity();
+  int64_t bi = cands[0];
+  for (int64_t j = 0; j < cnt; ++j) {
+    const int64_t k = cands[j];
+    const double d = sqdist_f64(xr, raw + k * D, D);
+    if (d < best) {  // candidates are in increasing order: ties keep the lowest index
+      best = d;
+      bi = k;
+    }
+  }
+  return bi;
+}
+
 // Scratch buffers reused across the blocks and stages of one call.
 struct Scratch {
   std::vector<float> a;         // block x D centred rows (fp32; exact mode only)
@@ -131,8 +179,8 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
       // Per-row terms of the bound (docs/certified.md), inflated against the fp64 rounding of
       // the norms and rounded up to fp32.
       const double* nr = s.norms.data() + 3 * r;
-      const double A = std::sqrt(nr[0]) * (1 + 1e-6), Abar = std::sqrt(nr[1]) * (1 + 1e-6),
-                   Ea = std::sqrt(nr[2]) * (1 + 1e-6);
+      const double A = norm_upper(nr[0], D), Abar = norm_upper(nr[1], D),
+                   Ea = norm_upper(nr[2], D);
       const double abs_slack = std::ldexp(Dd + std::sqrt(Dd) * (A + cb.bmax), -118);
       ScreenRow row;
       row.cu = round_up(kF * (2 * kU / (1 - kU) + 2 * kV));
@@ -149,18 +197,8 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
         cnt = collect_not_above(lo.data(), m, K, cands, cap);
       s.cand_count[r] = cnt;
       if (cnt > cap || cnt == 0) continue;  // x's row stays untouched until finish(r)
-      const float* xr = x + r * D;
-      double best = std::numeric_limits<double>::infinity();
-      int64_t bi = cands[0];
       // A single kept code is a nearest code (the kept set holds every nearest code): no re-rank.
-      for (int64_t j = 0; cnt > 1 && j < cnt; ++j) {
-        const int64_t k = cands[j];
-        const double d = sqdist_f64(xr, cb.raw + k * D, D);
-        if (d < best) {  // candidates are in increasing order: ties keep the lowest index
-          best = d;
-          bi = k;
-        }
-      }
+      const int64_t bi = cnt == 1 ? cands[0] : rerank(x + r * D, cb.raw, D, cands, cnt);
       out[r] = cb.canon[bi];
       finish(r);
     }
@@ -302,8 +340,8 @@ void prepare_codebook_into(PreparedCodebook& cb, const float* codes, int64_t K, 
     for (int64_t k = 0; k < K; ++k) {
       double nb[3];  // ||b||^2, ||bf16(b)||^2, ||b - bf16(b)||^2 of the centred code b = c_k - mu
       centre_row(cb.cc.data() + k * D, zero.data(), D, nullptr, cb.cc_bf16.data() + k * D, nb);
-      const double b = std::sqrt(nb[0]) * (1 + 1e-6), bbar = std::sqrt(nb[1]) * (1 + 1e-6),
-                   eb = std::sqrt(nb[2]) * (1 + 1e-6);
+      const double b = norm_upper(nb[0], D), bbar = norm_upper(nb[1], D),
+                   eb = norm_upper(nb[2], D);
       cb.bmax = std::max(cb.bmax, b);
       cb.sp[k] = round_up(kF * 2 * b);
       cb.sq[k] = round_up(kF * 2 * (eb + g * bbar));
@@ -349,12 +387,13 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
   idx.resize(static_cast<size_t>(bm));
   for (int64_t r0 = 0; r0 < N; r0 += bm) {
     const int64_t n = std::min(bm, N - r0);
-    // The residual stays in this block buffer through all Q stages.
-    std::memcpy(res.data(), x + r0 * D, sizeof(float) * n * D);
+    // Stage 0 reads the input rows directly; its residual step writes the first residual into
+    // the block buffer, where it stays through the later stages (no copy of x).
     float* qb = quantized + r0 * D;
-    prep_block(res.data(), cbs[0].mu.data(), n, D, bf16, s);
+    prep_block(x + r0 * D, cbs[0].mu.data(), n, D, bf16, s);
     for (int64_t q = 0; q < Q; ++q) {
       const PreparedCodebook& cb = cbs[q];
+      const float* cur = q == 0 ? x + r0 * D : res.data();
       const float* next_mu = q + 1 < Q ? cbs[q + 1].mu.data() : nullptr;
       // Runs in the search's parallel epilogue as soon as row r's code is final: the residual
       // update fused with the row's centring for the next stage (saves a pass and a fork/join).
@@ -364,7 +403,7 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
         int64_t* ir = indices + (r0 + r) * Q;
         ir[q] = idx[r];
         if (next_mu) {
-          residual_step(res.data() + r * D, cb.raw + idx[r] * D, D, next_mu,
+          residual_step(cur + r * D, res.data() + r * D, cb.raw + idx[r] * D, D, next_mu,
                         bf16 ? nullptr : s.a.data() + r * D, bf16 ? s.a16.data() + r * D : nullptr,
                         bf16 ? s.norms.data() + 3 * r : nullptr);
           return;
@@ -380,7 +419,7 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
         for (int64_t j = 0; j < Q; ++j) rows[j] = cbs[j].raw + ir[j] * D;
         sum_rows(qb + r * D, rows, Q, D);
       };
-      search_block(cb, res.data(), n, p, s, idx.data(), finish);
+      search_block(cb, cur, n, p, s, idx.data(), finish);
     }
   }
 }

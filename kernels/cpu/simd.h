@@ -40,16 +40,17 @@ float screen_bounds_bf16(const uint16_t* dot, const float* cn, const float* p, c
 int64_t collect_not_above(const float* lo, float m, int64_t n, int64_t* out, int64_t cap);
 
 // a = x - mu (fp32, one rounding per element; not stored when a is null). When a16 is not null
-// also writes
-// a16 = bf16(a) (round to nearest even) and norms = {||a||^2, ||bf16(a)||^2, ||a - bf16(a)||^2},
-// accumulated in fp64 (each square is exact in fp64).
+// also writes a16 = bf16(a) (round to nearest even) and norms = {||a||^2, ||bf16(a)||^2,
+// ||a - bf16(a)||^2}. The norms are accumulated in fp32 (AVX-512) or fp64 (scalar); either way
+// each is within gamma_d = d v / (1 - d v) relative error (v = 2^-24) plus d 2^-149 absolute
+// (underflow) of the exact value, which is what callers must assume (norm_sq_upper in search.cpp).
 void centre_row(const float* x, const float* mu, int64_t d, float* a, uint16_t* a16,
                 double* norms);
 
-// One fused pass of an RVQ stage's row update: res -= c, then centre_row(res, mu, d, a, a16,
-// norms) on the updated residual.
-void residual_step(float* res, const float* c, int64_t d, const float* mu, float* a,
-                   uint16_t* a16, double* norms);
+// One fused pass of an RVQ stage's row update: dst = src - c, then centre_row(dst, mu, d, a, a16,
+// norms) on the updated residual. src may equal dst (in place); otherwise they must not overlap.
+void residual_step(const float* src, float* dst, const float* c, int64_t d, const float* mu,
+                   float* a, uint16_t* a16, double* norms);
 
 // out = ((rows[0] + rows[1]) + rows[2]) + ... (n >= 1 rows of d floats, summed left to right in
 // fp32, the order a running per-stage accumulation would use).
@@ -58,6 +59,11 @@ void sum_rows(float* out, const float* const* rows, int64_t n, int64_t d);
 // Squared Euclidean distance ||a - b||^2 accumulated in double (used for re-ranking and for
 // recomputing the winner's distance without cancellation).
 double sqdist_f64(const float* a, const float* b, int64_t d);
+
+// The same distance accumulated in fp32 (cheap re-rank pre-check). The caller must bound its
+// error: each difference rounds once and the d squares are summed in some fp32 order, so the
+// result is within (gamma_d + 3 v) relative plus d 2^-148 absolute of the exact value (v = 2^-24).
+float sqdist_f32(const float* a, const float* b, int64_t d);
 
 // Which implementation the dispatcher picked ("avx512" or "scalar").
 const char* simd_level();
