@@ -89,3 +89,15 @@ def test_onnx_export_matches_torch(tmp_path):
     got = sess.run(None, {"x": f2.numpy()})[0]
     np.testing.assert_allclose(got, features_to_joints(f2).numpy(), atol=1e-4)
     assert len(PARENTS) == 22
+
+
+def test_joints_to_features_accepts_torch_tensor():
+    j = generate_motion(0, 2).joints
+    ref = joints_to_features(j)
+    for dtype in (torch.float32, torch.float64):
+        out = joints_to_features(torch.from_numpy(j).to(dtype))
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+        assert out.shape == ref.shape
+        assert np.allclose(out.numpy(), ref, atol=1e-4 if dtype == torch.float32 else 0)
+    with pytest.raises(ValueError, match="joints"):
+        joints_to_features(torch.zeros(5, 22, 3, dtype=torch.int64))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._cli import add_debug_flag, run_guarded
+
 
 def _prepare(args) -> int:
     from . import write_dataset_atomically
@@ -54,6 +56,9 @@ def _check(args) -> int:
                     except DatasetError as e:
                         print(f"    bad {name}: {e}")
                         bad += 1
+        if split == "train" and not len(ds):
+            print(f"  bad: {root / 'train.txt'} lists no usable motion; training needs at least one")
+            bad += 1
         if split == "train" and len(ds):
             mean = np.concatenate(ds.features).astype(np.float64).mean(0)
             drift = float(np.abs((mean - ds.mean) / ds.std).max())
@@ -64,10 +69,12 @@ def _check(args) -> int:
 
 def _import_bvh(args) -> int:
     from .bvh import BVHError, import_bvh
-    scale = args.scale if args.scale == "auto" else float(args.scale)
     try:
-        out = import_bvh(args.files, args.out, scale=scale, caption=args.caption)
+        out = import_bvh(args.files, args.out, scale=args.scale, caption=args.caption,
+                         keep_proportions=args.keep_proportions)
     except (BVHError, FileExistsError) as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"imported {len(args.files)} BVH file(s) into {out}")
@@ -90,14 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", required=True)
     b.add_argument("--scale", default="auto", help="'auto' or metres per BVH unit")
     b.add_argument("--caption", default="a person moves")
+    b.add_argument("--keep-proportions", action="store_true",
+                   help="keep the capture's bone lengths instead of retargeting to the "
+                        "canonical t2m skeleton (the default, as HumanML3D does)")
+    for sp in (a, c, b):
+        add_debug_flag(sp)
     args = p.parse_args(argv)
     if args.cmd == "prepare":
         from .synthetic import DEFAULT_N_MOTIONS
-        args.n_motions = args.n_motions or DEFAULT_N_MOTIONS
-        return _prepare(args)
+        if args.n_motions is None:
+            args.n_motions = DEFAULT_N_MOTIONS
+        elif args.n_motions < 3:
+            p.error(f"--n-motions: expected an integer >= 3, got {args.n_motions}")
+        return run_guarded(lambda: _prepare(args), debug=args.debug, prog="rvqfast.data prepare")
     if args.cmd == "check":
-        return _check(args)
-    return _import_bvh(args)
+        return run_guarded(lambda: _check(args), debug=args.debug, prog="rvqfast.data check")
+    return run_guarded(lambda: _import_bvh(args), debug=args.debug, prog="rvqfast.data import-bvh")
 
 
 if __name__ == "__main__":

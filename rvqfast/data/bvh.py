@@ -12,6 +12,7 @@ the rest-pose height; pass a number to override. Motions are resampled to 20 fps
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -22,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..motion.features import features_to_joints, joints_to_features
+from ..motion.retarget import retarget
 from ..motion.skeleton import FPS, JOINT_NAMES, NUM_JOINTS
+from .humanml3d import MAX_LENGTH
 from .synthetic import caption_lines, write_stats
 
 
@@ -41,95 +44,128 @@ class BVH:
 
 
 _VALID_CH = {"Xposition", "Yposition", "Zposition", "Xrotation", "Yrotation", "Zrotation"}
+MAX_BVH_FRAMES = 1_000_000   # rows in the file; the 20 fps output is limited to MAX_LENGTH
+_MAX_VALUE = 1e7             # |channel value| (file units or degrees); beyond it nothing is a motion
+_INT_RE = re.compile(r"^[+]?\d+$")
 
 
 def parse_bvh(text: str, source: str = "<bvh>") -> BVH:
-    """Parse BVH text. Errors name ``source`` and the problem."""
-    tok = text.split()
+    """Parse BVH text. Errors name ``source``, the line and the problem.
+
+    The HIERARCHY is read token by token; the MOTION block row by row, each row checked to hold
+    exactly one value per channel and the row count checked against ``Frames:``, so a missing
+    or extra value can never shift the columns of later frames.
+    """
+    lines = text.splitlines()
+    toks = [(w, i + 1) for i, line in enumerate(lines) for w in line.split()]
     pos = 0
 
-    def need(n: int = 1) -> list[str]:
+    def where() -> str:
+        return f"{source}:{toks[pos - 1][1]}" if 0 < pos <= len(toks) else source
+
+    def need() -> str:
         nonlocal pos
-        if pos + n > len(tok):
+        if pos >= len(toks):
             raise BVHError(f"{source}: unexpected end of file")
-        out = tok[pos:pos + n]
-        pos += n
-        return out
+        pos += 1
+        return toks[pos - 1][0]
 
     def num(s: str) -> float:
         try:
-            return float(s)
+            v = float(s)
         except ValueError:
-            raise BVHError(f"{source}: expected a number, got {s!r}") from None
+            raise BVHError(f"{where()}: expected a number, got {s!r}") from None
+        if not math.isfinite(v) or abs(v) > _MAX_VALUE:
+            raise BVHError(f"{where()}: expected a finite number of magnitude <= {_MAX_VALUE:g}, got {s!r}")
+        return v
 
-    if need()[0].upper() != "HIERARCHY":
+    def count(s: str, what: str, hi: int) -> int:
+        if not _INT_RE.match(s) or int(s) > hi:
+            raise BVHError(f"{where()}: {what}: expected an integer in [0, {hi}], got {s!r}")
+        return int(s)
+
+    if not toks or need().upper() != "HIERARCHY":
         raise BVHError(f"{source}: expected 'HIERARCHY' at the start")
     names, parents, offsets, channels = [], [], [], []
     stack: list[int] = []
     while True:
-        word = need()[0]
+        word = need()
         up = word.upper()
         if up in ("ROOT", "JOINT"):
             if up == "ROOT" and names:
-                raise BVHError(f"{source}: more than one ROOT is not supported")
-            names.append(need()[0])
+                raise BVHError(f"{where()}: more than one ROOT is not supported")
+            if up == "JOINT" and not stack:
+                raise BVHError(f"{where()}: JOINT outside the ROOT")
+            names.append(need())
             parents.append(stack[-1] if stack else -1)
             offsets.append([0.0, 0.0, 0.0])
             channels.append([])
-            if need()[0] != "{":
-                raise BVHError(f"{source}: expected '{{' after joint {names[-1]}")
+            if need() != "{":
+                raise BVHError(f"{where()}: expected '{{' after joint {names[-1]}")
             stack.append(len(names) - 1)
         elif up == "END":
             need()  # "Site"
-            if need()[0] != "{":
-                raise BVHError(f"{source}: expected '{{' after End Site")
+            if need() != "{":
+                raise BVHError(f"{where()}: expected '{{' after End Site")
             depth = 1
             while depth:
-                w = need()[0]
+                w = need()
                 depth += (w == "{") - (w == "}")
         elif up == "OFFSET":
             if not stack:
-                raise BVHError(f"{source}: OFFSET outside a joint")
-            offsets[stack[-1]] = [num(v) for v in need(3)]
+                raise BVHError(f"{where()}: OFFSET outside a joint")
+            offsets[stack[-1]] = [num(need()) for _ in range(3)]
         elif up == "CHANNELS":
             if not stack:
-                raise BVHError(f"{source}: CHANNELS outside a joint")
-            n = int(num(need()[0]))
-            chs = need(n)
+                raise BVHError(f"{where()}: CHANNELS outside a joint")
+            n = count(need(), "CHANNELS count", len(_VALID_CH))
+            chs = [need() for _ in range(n)]
             bad = [c for c in chs if c not in _VALID_CH]
             if bad:
-                raise BVHError(f"{source}: unknown channel(s) {bad} in joint {names[stack[-1]]}")
+                raise BVHError(f"{where()}: unknown channel(s) {bad} in joint {names[stack[-1]]}")
+            if len(set(chs)) != len(chs):
+                raise BVHError(f"{where()}: repeated channel in joint {names[stack[-1]]}: {chs}")
             channels[stack[-1]] = chs
         elif word == "}":
             if not stack:
-                raise BVHError(f"{source}: unbalanced '}}'")
+                raise BVHError(f"{where()}: unbalanced '}}'")
             stack.pop()
         elif up == "MOTION":
             break
         else:
-            raise BVHError(f"{source}: unexpected token {word!r} in HIERARCHY")
+            raise BVHError(f"{where()}: unexpected token {word!r} in HIERARCHY")
     if stack or not names:
-        raise BVHError(f"{source}: HIERARCHY is incomplete")
-    if need()[0].rstrip(":").upper() != "FRAMES":
-        raise BVHError(f"{source}: expected 'Frames:' after MOTION")
-    n_frames = int(num(need()[0]))
-    if [w.rstrip(":").upper() for w in need(2)] != ["FRAME", "TIME"]:
-        raise BVHError(f"{source}: expected 'Frame Time:'")
-    frame_time = num(need()[0])
-    if not frame_time > 0:
-        raise BVHError(f"{source}: Frame Time must be positive, got {frame_time}")
+        raise BVHError(f"{where()}: HIERARCHY is incomplete (unclosed joint or no ROOT)")
+    if need().rstrip(":").upper() != "FRAMES":
+        raise BVHError(f"{where()}: expected 'Frames:' after MOTION")
+    n_frames = count(need(), "Frames", MAX_BVH_FRAMES)
+    if n_frames < 1:
+        raise BVHError(f"{where()}: Frames is 0; the file holds no motion")
+    if [need().rstrip(":").upper() for _ in range(2)] != ["FRAME", "TIME"]:
+        raise BVHError(f"{where()}: expected 'Frame Time:'")
+    frame_time = num(need())
+    if not 1e-4 <= frame_time <= 10:
+        raise BVHError(f"{where()}: Frame Time: expected seconds per frame in [0.0001, 10], got {frame_time}")
+    header_line = toks[pos - 1][1]
     n_ch = sum(len(c) for c in channels)
-    vals = tok[pos:]
-    if n_frames < 1 or len(vals) < n_frames * n_ch:
-        raise BVHError(f"{source}: expected {n_frames} frames x {n_ch} channel values, "
-                       f"got {len(vals)} values")
-    try:
-        motion = np.array(vals[:n_frames * n_ch], dtype=np.float64).reshape(n_frames, n_ch)
-    except ValueError:
-        raise BVHError(f"{source}: non-numeric value in MOTION data") from None
-    if not np.isfinite(motion).all():
-        raise BVHError(f"{source}: MOTION data contains NaN or infinite values")
-    return BVH(names, parents, np.array(offsets), channels, motion, frame_time)
+    rows = [(i, ln.split()) for i, ln in enumerate(lines[header_line:], header_line + 1) if ln.strip()]
+    if len(rows) != n_frames:
+        raise BVHError(f"{source}: Frames: {n_frames}, but the MOTION block has {len(rows)} rows")
+    motion = np.empty((n_frames, n_ch))
+    for r, (lineno, vals) in enumerate(rows):
+        if len(vals) != n_ch:
+            raise BVHError(f"{source}:{lineno}: frame {r} has {len(vals)} values; the HIERARCHY "
+                           f"declares {n_ch} channels")
+        try:
+            motion[r] = [float(v) for v in vals]
+        except ValueError:
+            raise BVHError(f"{source}:{lineno}: non-numeric value in frame {r}") from None
+    bad = ~(np.isfinite(motion) & (np.abs(motion) <= _MAX_VALUE))
+    if bad.any():
+        r = int(np.argwhere(bad)[0][0])
+        raise BVHError(f"{source}:{rows[r][0]}: frame {r} holds NaN, infinite or implausibly large "
+                       f"values (|v| > {_MAX_VALUE:g})")
+    return BVH(names, parents, np.array(offsets, dtype=np.float64).reshape(-1, 3), channels, motion, frame_time)
 
 
 def _axis_rot(axis: str, deg: np.ndarray) -> np.ndarray:
@@ -240,8 +276,23 @@ def _polyline_points(pts: np.ndarray, fracs: list[float]) -> np.ndarray:
     return np.stack(out, 1)
 
 
+def check_scale(scale: float | str) -> float | str:
+    """``"auto"`` or a finite positive number (strings such as ``"0.01"`` accepted); else BVHError."""
+    if scale == "auto":
+        return scale
+    try:
+        v = float(scale)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if isinstance(scale, bool) or not (math.isfinite(v) and 0 < v <= 1e3):
+        raise BVHError(f"scale: expected 'auto' or a number of metres per BVH unit in (0, 1000], got {scale!r}")
+    return v
+
+
 def bvh_to_joints(bvh: BVH, *, scale: float | str = "auto", fps: int = FPS) -> np.ndarray:
     """(T, 22, 3) joints in metres at ``fps`` from a parsed BVH."""
+    if scale != "auto":
+        scale = check_scale(scale)
     mapping, chain = map_to_smpl22(bvh)
     allpos = bvh_positions(bvh)
     out = np.zeros((allpos.shape[0], NUM_JOINTS, 3))
@@ -271,11 +322,16 @@ def bvh_to_joints(bvh: BVH, *, scale: float | str = "auto", fps: int = FPS) -> n
             scale = 1.6 / h
         else:
             raise BVHError("rest pose has no height; pass an explicit scale")
-    if not isinstance(scale, (int, float)) or not scale > 0:
-        raise ValueError(f"scale: expected 'auto' or a positive number, got {scale!r}")
+    scale = check_scale(scale)
     out *= float(scale)
     src_t = np.arange(out.shape[0]) * bvh.frame_time
     n_out = int(np.floor(src_t[-1] * fps + 1e-9)) + 1
+    if n_out > MAX_LENGTH:
+        raise BVHError(f"motion lasts {src_t[-1]:.1f} s = {n_out} frames at {fps} fps; the loader "
+                       f"accepts at most {MAX_LENGTH} frames per motion: split the file")
+    if not np.isfinite(out).all() or np.abs(out).max() > 1e4:
+        raise BVHError("joint positions exceed 10 km (or are not finite) after scaling; check the "
+                       "OFFSET/position values and --scale")
     dst_t = np.arange(n_out) / fps
     res = np.empty((n_out, NUM_JOINTS, 3))
     flat_src = out.reshape(out.shape[0], -1)
@@ -309,8 +365,10 @@ def _safe_name(stem: str, used: set[str]) -> str:
 
 
 def import_bvh(files: list[str | Path], out: str | Path, *, scale: float | str = "auto",
-               caption: str = "a person moves") -> Path:
+               caption: str = "a person moves", keep_proportions: bool = False) -> Path:
     """Convert BVH files to a HumanML3D-layout folder ``out`` (must be absent or empty).
+    Each motion is retargeted to the canonical t2m skeleton (:func:`rvqfast.motion.retarget`,
+    as HumanML3D does) unless ``keep_proportions`` keeps the capture's own bone lengths.
     All motions go to train.txt (val/test empty); Mean/Std are computed over them. Written
     into a temporary sibling folder and renamed when complete."""
     out = Path(out)
@@ -318,26 +376,41 @@ def import_bvh(files: list[str | Path], out: str | Path, *, scale: float | str =
         raise ValueError("files: expected at least one BVH file")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"out: {out} exists and is not an empty folder")
+    caption = " ".join(str(caption).replace("#", " ").split())  # '#' and newlines are field/line separators
+    if not caption:
+        raise ValueError("caption: expected a non-empty caption")
     motions = []
     used: set[str] = set()
     for f in files:
         joints = load_bvh(f, scale=scale)
+        if not keep_proportions and joints.shape[0] >= 1:
+            try:
+                joints = retarget(joints)
+            except ValueError as e:
+                raise BVHError(f"{f}: cannot retarget to the canonical skeleton ({e}); "
+                               "pass keep_proportions=True (--keep-proportions) to skip it") from None
         if joints.shape[0] < 2:
-            raise BVHError(f"{f}: needs at least 2 frames at {FPS} fps, got {joints.shape[0]}")
-        motions.append((_safe_name(Path(f).stem, used), joints))
+            raise BVHError(f"{f}: needs at least 2 frames at {FPS} fps (a motion of at least "
+                           f"{1 / FPS:g} s), got {joints.shape[0]}")
+        try:
+            feats = joints_to_features(joints)
+        except ValueError as e:
+            raise BVHError(f"{f}: cannot compute motion features ({e})") from None
+        if not np.isfinite(feats).all():
+            raise BVHError(f"{f}: motion features are not finite; the motion is implausible")
+        motions.append((_safe_name(Path(f).stem, used), joints, feats))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         for sub in ("new_joints", "new_joint_vecs", "texts"):
             (tmp / sub).mkdir()
         feats_all = []
-        for name, joints in motions:
-            feats = joints_to_features(joints)
+        for name, _, feats in motions:
             feats_all.append(feats)
             np.save(tmp / "new_joint_vecs" / f"{name}.npy", feats)
             np.save(tmp / "new_joints" / f"{name}.npy", features_to_joints(feats).astype(np.float32))
             (tmp / "texts" / f"{name}.txt").write_text(caption_lines([caption]))
-        (tmp / "train.txt").write_text("".join(n + "\n" for n, _ in motions))
+        (tmp / "train.txt").write_text("".join(m[0] + "\n" for m in motions))
         (tmp / "val.txt").write_text("")
         (tmp / "test.txt").write_text("")
         write_stats(tmp, feats_all)

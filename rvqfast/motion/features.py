@@ -131,8 +131,23 @@ def joint_rotations(pos: np.ndarray, theta: np.ndarray) -> np.ndarray:
     return local
 
 
-def joints_to_features(joints: np.ndarray) -> np.ndarray:
-    """HumanML3D features (T-1, 263) float32 from joint positions (T, 22, 3) in metres, Y up."""
+@overload
+def joints_to_features(joints: torch.Tensor) -> torch.Tensor: ...
+@overload
+def joints_to_features(joints: np.ndarray) -> np.ndarray: ...
+
+
+def joints_to_features(joints):
+    """HumanML3D features (T-1, 263) float32 from joint positions (T, 22, 3) in metres, Y up.
+
+    Numpy input gives a numpy array; a torch tensor gives a float32 tensor on its device
+    (computed in float64 numpy on the CPU: not differentiable, unlike features_to_joints).
+    """
+    if isinstance(joints, torch.Tensor):
+        if not joints.is_floating_point():
+            raise ValueError(f"joints: expected a floating dtype, got {joints.dtype}")
+        arr = joints.detach().to("cpu", torch.float64).numpy()
+        return torch.from_numpy(joints_to_features(arr)).to(joints.device)
     pos = canonicalize(check_joints(joints, min_frames=2))
     t = pos.shape[0]
     theta = _heading_angle(pos)
