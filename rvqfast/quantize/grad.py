@@ -18,6 +18,7 @@ a few row dot products and ``O(N D)`` updates per stage and never builds an auto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -75,68 +76,108 @@ def rotation_value_fixup(z: Tensor, c: Tensor) -> tuple[Tensor, Tensor] | None:
     return bad, val * (ncb / nzb)
 
 
-class _StagesFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, embed: Tensor, sp: StagePass) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        # The outputs must not stay reachable from ctx: output -> grad_fn (ctx) -> sp -> output is
-        # a reference cycle through the C++ autograd graph that Python's gc cannot free, which
-        # leaked every training step's activations. The backward needs neither output.
-        quantized, losses = sp.quantized, sp.losses
-        sp.quantized = sp.losses = None
-        ctx.sp = sp
-        ctx.embed_shape = embed.shape
-        return quantized, losses
+# The gradient node is a ``torch.library`` op with a registered autograd formula, not a bare
+# ``autograd.Function`` holding a Python object: torch.compile traces such an op (its fake impl
+# gives shapes, AOT autograd traces the backward below), whereas it dropped the outputs of the
+# old Function from the graph and every gradient before the quantizer was lost. The op returns
+# copies of ``quantized``/``losses`` (an op's outputs may not alias its inputs); one (M, D) copy
+# is cheap next to the search.
+@torch.library.custom_op("rvqfast::quantizer_stages", mutates_args=())
+def _stages_op(
+    x: Tensor,
+    embed: Tensor,
+    quantized: Tensor,
+    losses: Tensor,
+    residuals: Tensor,
+    indices: Tensor,
+    sqnorm: Optional[Tensor],
+    code_sq: Optional[Tensor],
+    dist_sq: Optional[Tensor],
+    stage_codebook: list[int],
+    rotation: bool,
+    cosine: bool,
+    commit_weight: float,
+    learnable: bool,
+) -> tuple[Tensor, Tensor]:
+    return quantized.clone(), losses.clone()
 
-    @staticmethod
-    def backward(ctx, g: Tensor | None, gl: Tensor | None):  # type: ignore[override]
-        sp: StagePass = ctx.sp
-        res = sp.residuals
-        a, m, d = res.shape[0] - 1, res.shape[1], res.shape[2]
-        grad_x = torch.zeros(m, d, dtype=torch.float32, device=res.device)
-        grad_embed = None
-        if sp.learnable and ctx.needs_input_grad[1]:
-            grad_embed = torch.zeros(ctx.embed_shape, dtype=torch.float32, device=res.device)
+
+@_stages_op.register_fake
+def _(x, embed, quantized, losses, residuals, indices, sqnorm, code_sq, dist_sq, stage_codebook, rotation, cosine, commit_weight, learnable):
+    return torch.empty_like(quantized), torch.empty_like(losses)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    (_, embed, _, _, residuals, indices, sqnorm, code_sq, dist_sq, stage_codebook, rotation, cosine, commit_weight, learnable) = inputs
+    # The outputs are not saved: the backward needs neither, and holding them would keep every
+    # step's activations alive.
+    ctx.save_for_backward(residuals, indices, sqnorm, code_sq, dist_sq)
+    ctx.cfg = (list(stage_codebook), bool(rotation), bool(cosine), float(commit_weight), bool(learnable))
+    ctx.embed_shape = tuple(embed.shape)
+
+
+def _backward_op(ctx, g: Tensor | None, gl: Tensor | None):
+    residuals, indices, sqnorm, code_sq, dist_sq = ctx.saved_tensors
+    stage_codebook, rotation, cosine, commit_weight, learnable = ctx.cfg
+    sp = StagePass(
+        residuals=residuals, indices=indices, stage_codebook=stage_codebook, quantized=None, losses=None,
+        rotation=rotation, cosine=cosine, commit_weight=commit_weight, learnable=learnable,
+        sqnorm=sqnorm, code_sq=code_sq, dist_sq=dist_sq,
+    )
+    grad_embed = None
+    if learnable and ctx.needs_input_grad[1]:
+        grad_embed = residuals.new_zeros(ctx.embed_shape)
+    grad_x, grad_embed = stage_gradients(sp, g, gl, grad_embed)
+    return (grad_x, grad_embed) + (None,) * 12
+
+
+_stages_op.register_autograd(_backward_op, setup_context=_setup_context)
+
+
+def stage_gradients(sp: StagePass, g: Tensor | None, gl: Tensor | None, grad_embed: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Gradients of ``sum_q out_q`` (upstream ``g``) and the losses (upstream ``gl``) with
+    respect to the quantizer input and, when learnable, the codebooks (accumulated into
+    ``grad_embed``)."""
+    res = sp.residuals
+    a, m, d = res.shape[0] - 1, res.shape[1], res.shape[2]
+    if g is not None:
+        g = g.float()
+    if not sp.cosine:
+        return _backward_euclidean(sp, g, gl, grad_embed, m, d)
+    grad_x = torch.zeros(m, d, dtype=torch.float32, device=res.device)
+    for q in range(a):
+        r, c = res[q], res[q] - res[q + 1]
+        z, nr_in = _normalize(r)
+        v = None
         if g is not None:
-            g = g.float()
-        if not sp.cosine:
-            return _backward_euclidean(sp, g, gl, grad_embed, m, d)
-        for q in range(a):
-            r, c = res[q], res[q] - res[q + 1]
-            if sp.cosine:
-                z, nr_in = _normalize(r)
+            if sp.rotation:
+                nz = z.norm(dim=1, keepdim=True)
+                nzc = nz.clamp(min=_EPS)
+                nc = c.norm(dim=1, keepdim=True)
+                ncc = nc.clamp(min=_EPS)
+                zg, cg, zc = _rowdot(z, g)[:, None], _rowdot(c, g)[:, None], _rowdot(z, c)[:, None]
+                ug, qg = zg / nzc, cg / ncc
+                uu, qq, uq = (nz / nzc) ** 2, (nc / ncc) ** 2, zc / (nzc * ncc)
+                pp = (uu + qq + 2 * uq).clamp(min=_EPS * _EPS)
+                k = 2 * (ug + qg) / pp
+                # R^T g = g - 2 w (w.g) + 2 u (q.g), written on z and c directly.
+                s = nc / nzc
+                v = s * g + (s * (2 * qg - k) / nzc) * z - (s * k / ncc) * c
             else:
-                z = r
-            v = None
-            if g is not None:
-                if sp.rotation:
-                    nz = z.norm(dim=1, keepdim=True)
-                    nzc = nz.clamp(min=_EPS)
-                    nc = c.norm(dim=1, keepdim=True)
-                    ncc = nc.clamp(min=_EPS)
-                    zg, cg, zc = _rowdot(z, g)[:, None], _rowdot(c, g)[:, None], _rowdot(z, c)[:, None]
-                    ug, qg = zg / nzc, cg / ncc
-                    uu, qq, uq = (nz / nzc) ** 2, (nc / ncc) ** 2, zc / (nzc * ncc)
-                    pp = (uu + qq + 2 * uq).clamp(min=_EPS * _EPS)
-                    k = 2 * (ug + qg) / pp
-                    # R^T g = g - 2 w (w.g) + 2 u (q.g), written on z and c directly.
-                    s = nc / nzc
-                    v = s * g + (s * (2 * qg - k) / nzc) * z - (s * k / ncc) * c
-                else:
-                    v = g
-            if gl is not None and sp.commit_weight != 0:
-                coef = 2.0 * sp.commit_weight * gl[q] / (m * d)
-                diff = z - c
-                v = coef * diff if v is None else v + coef * diff
-                if grad_embed is not None:
-                    grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], diff, alpha=-float(coef))
-            if v is None:
-                continue
-            if sp.cosine:
-                # Jacobian of r / max(|r|, eps): (I - z z^T)/|r| above eps, I/eps below.
-                big = (r.norm(dim=1, keepdim=True) > _EPS).float()
-                v = (v - big * z * _rowdot(z, v)[:, None]) / nr_in
-            grad_x += v
-        return grad_x, grad_embed, None
+                v = g
+        if gl is not None and sp.commit_weight != 0:
+            coef = gl[q].float() * (2.0 * sp.commit_weight / (m * d))
+            diff = z - c
+            v = coef * diff if v is None else v + coef * diff
+            if grad_embed is not None:
+                grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], diff * -coef)
+        if v is None:
+            continue
+        # Jacobian of r / max(|r|, eps): (I - z z^T)/|r| above eps, I/eps below.
+        big = (r.norm(dim=1, keepdim=True) > _EPS).float()
+        v = (v - big * z * _rowdot(z, v)[:, None]) / nr_in
+        grad_x = grad_x + v
+    return grad_x, grad_embed
 
 
 def _backward_euclidean(sp: StagePass, g: Tensor | None, gl: Tensor | None, grad_embed: Tensor | None, m: int, d: int):
@@ -175,7 +216,7 @@ def _backward_euclidean(sp: StagePass, g: Tensor | None, gl: Tensor | None, grad
         gamma[1:] += coef[:, None]
         if grad_embed is not None:
             for q in range(a):
-                grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], res[q + 1], alpha=-float(coef[q]))
+                grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], res[q + 1] * -coef[q])
     if g is None:
         grad_x = res.new_zeros(m, d)
     elif total_s is None:
@@ -184,9 +225,14 @@ def _backward_euclidean(sp: StagePass, g: Tensor | None, gl: Tensor | None, grad
         grad_x = g * total_s[:, None]
     for j in range(a + 1):
         grad_x.addcmul_(res[j], gamma[j][:, None])
-    return grad_x, grad_embed, None
+    return grad_x, grad_embed
 
 
 def stages_autograd(x: Tensor, embed: Tensor, sp: StagePass) -> tuple[Tensor, Tensor]:
     """Attach ``sp``'s outputs to the graph of ``x`` (and ``embed`` when learnable)."""
-    return _StagesFn.apply(x, embed, sp)
+    quantized, losses = sp.quantized, sp.losses
+    sp.quantized = sp.losses = None
+    return _stages_op(
+        x, embed, quantized, losses, sp.residuals, sp.indices, sp.sqnorm, sp.code_sq, sp.dist_sq,
+        list(sp.stage_codebook), sp.rotation, sp.cosine, float(sp.commit_weight), sp.learnable,
+    )
