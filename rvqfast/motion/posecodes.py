@@ -300,3 +300,155 @@ def describe(codes) -> list[str]:
         return [_PHRASES[SLOT_OFFSETS[s] + int(k)] for s, k in enumerate(arr)]
     raise ValueError(f"codes: expected a (392,) bool row or (70,) integer indices, "
                      f"got shape {arr.shape} dtype {arr.dtype}")
+
+
+# ---------------------------------------------------------------------------- coupling as data
+# Which real joints each slot reads. A virtual hand reads its elbow and wrist, the torso centre
+# reads pelvis, spine3 and neck. The X/Z relative-position slots are measured in the body frame,
+# so they also depend on the facing direction (hips and shoulders, ``FACE_JOINTS``) -- but only
+# through the heading, which an edit of one limb leaves essentially unchanged; the table lists
+# the joints whose positions enter the measured difference.
+_VIRTUAL_SOURCES = {"left_hand": ("left_elbow", "left_wrist"), "right_hand": ("right_elbow", "right_wrist"),
+                    "torso": ("pelvis", "spine3", "neck")}
+
+
+def _real(names) -> tuple[str, ...]:
+    out: list[str] = []
+    for n in names:
+        for r in _VIRTUAL_SOURCES.get(n, (n,)):
+            if r not in out:
+                out.append(r)
+    return tuple(out)
+
+
+def _slot_joint_table() -> dict[str, tuple[str, ...]]:
+    table: dict[str, tuple[str, ...]] = {}
+    for name, a, v, b in _ANGLES:
+        table[f"angle:{name}"] = _real((a, v, b))
+    for a, b in _DISTANCES:
+        table[f"distance:{a}-{b}"] = _real((a, b))
+    for axis, pairs in (("x", _REL_X), ("y", _REL_Y), ("z", _REL_Z)):
+        for a, b in pairs:
+            table[f"relpos_{axis}:{a}-{b}"] = _real((a, b))
+    for name, a, b in _VERTICAL:
+        table[f"vertical:{name}"] = _real((a, b))
+    for name in _GROUND:
+        table[f"ground:{name}"] = (name,)
+    return table
+
+
+POSECODE_SLOT_JOINTS: dict[str, tuple[str, ...]] = _slot_joint_table()
+"""slot name -> names of the skeleton joints whose positions the slot's value reads."""
+assert list(POSECODE_SLOT_JOINTS) == POSECODE_SLOTS
+
+SLOT_KINDS: list[str] = [s.split(":")[0] for s in POSECODE_SLOTS]
+"""Kind of each slot: angle, distance, relpos_x, relpos_y, relpos_z, vertical or ground."""
+
+
+def coupled_slots(slots, joints_moved=None) -> list[str]:
+    """Slots (other than ``slots``) that read a joint read by any of ``slots`` (or, with
+    ``joints_moved``, a joint in that collection): the slots an edit of those body parts
+    may have to change."""
+    names = set(joints_moved) if joints_moved is not None else {j for s in slots for j in POSECODE_SLOT_JOINTS[s]}
+    return [s for s in POSECODE_SLOTS if s not in slots and names & set(POSECODE_SLOT_JOINTS[s])]
+
+
+# ---------------------------------------------------------------------------- continuous values
+# Each slot's category is the number of its edges (``SLOT_EDGES``) that a continuous value
+# exceeds: joint angle in degrees, distance in metres, body-frame offset in metres, angle to
+# the vertical in degrees (folded to 0..90), height in metres. ``SLOT_SCALES`` is the value
+# unit used to normalise violations (about one bin).
+_KIND_EDGES = {"angle": ANGLE_EDGES_DEG, "distance": DISTANCE_EDGES_M,
+               "relpos_x": [-RELPOS_THRESHOLD_M, RELPOS_THRESHOLD_M],
+               "relpos_y": [-RELPOS_THRESHOLD_M, RELPOS_THRESHOLD_M],
+               "relpos_z": [-RELPOS_THRESHOLD_M, RELPOS_THRESHOLD_M],
+               "vertical": VERTICAL_EDGES_DEG, "ground": [GROUND_THRESHOLD_M]}
+_KIND_SCALE = {"angle": 10.0, "distance": 0.1, "relpos_x": RELPOS_THRESHOLD_M,
+               "relpos_y": RELPOS_THRESHOLD_M, "relpos_z": RELPOS_THRESHOLD_M, "vertical": 10.0,
+               "ground": GROUND_THRESHOLD_M}
+SLOT_EDGES: list[list[float]] = [list(_KIND_EDGES[k]) for k in SLOT_KINDS]
+SLOT_SCALES: list[float] = [_KIND_SCALE[k] for k in SLOT_KINDS]
+
+
+def _bin_bounds() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per global category: lower edge, upper edge (+-inf when open) and the margin unit."""
+    lo, hi, unit = [], [], []
+    for s, edges in enumerate(SLOT_EDGES):
+        for k in range(SLOT_SIZES[s]):
+            a = edges[k - 1] if k > 0 else -math.inf
+            b = edges[k] if k < len(edges) else math.inf
+            lo.append(a)
+            hi.append(b)
+            unit.append(min(b - a, SLOT_SCALES[s]) if math.isfinite(b - a) else SLOT_SCALES[s])
+    return (torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64),
+            torch.tensor(unit, dtype=torch.float64))
+
+
+CATEGORY_LOW, CATEGORY_HIGH, CATEGORY_UNIT = _bin_bounds()
+
+
+def _acos_deg(c: torch.Tensor) -> torch.Tensor:
+    # Clamped strictly inside [-1, 1] so the gradient stays finite at straight limbs.
+    return torch.rad2deg(torch.acos(c.clamp(-1 + 1e-6, 1 - 1e-6)))
+
+
+def slot_values(joints: torch.Tensor) -> torch.Tensor:
+    """Continuous value of every slot (..., 70) from joints (..., 22, 3), differentiable.
+
+    ``posecode_indices(j) == (slot_values(j)[..., s] > SLOT_EDGES[s]).sum()`` for every slot
+    ``s`` (up to values exactly on an edge).
+    """
+    if joints.dim() < 2 or tuple(joints.shape[-2:]) != (NUM_JOINTS, 3):
+        raise ValueError(f"joints: expected shape (..., 22, 3), got {tuple(joints.shape)}")
+    j = _with_virtual(joints)
+    r_hip, l_hip, r_sh, l_sh = FACE_JOINTS
+    across = (j[..., r_hip, :] - j[..., l_hip, :]) + (j[..., r_sh, :] - j[..., l_sh, :])
+    fx, fz = across[..., 2], -across[..., 0]
+    fn = torch.sqrt(fx * fx + fz * fz + 1e-12)
+    fx, fz = (fx / fn).unsqueeze(-1), (fz / fn).unsqueeze(-1)
+    lx, lz = fz, -fx
+
+    def gather(idx):
+        return j[..., idx, :]
+
+    u = gather(_ANG_A) - gather(_ANG_V)
+    v = gather(_ANG_B) - gather(_ANG_V)
+    angle = _acos_deg((u * v).sum(-1) / torch.sqrt((u * u).sum(-1) * (v * v).sum(-1) + 1e-12))
+    d = gather(_DIST_A) - gather(_DIST_B)
+    dist = torch.sqrt((d * d).sum(-1) + 1e-12)
+    dxp = gather(_RX_A) - gather(_RX_B)
+    rx = dxp[..., 0] * lx + dxp[..., 2] * lz
+    ry = gather(_RY_A)[..., 1] - gather(_RY_B)[..., 1]
+    dzp = gather(_RZ_A) - gather(_RZ_B)
+    rz = dzp[..., 0] * fx + dzp[..., 2] * fz
+    bone = gather(_VB) - gather(_VA)
+    vert = _acos_deg(torch.abs(bone[..., 1]) / torch.sqrt((bone * bone).sum(-1) + 1e-12))
+    height = gather(_GR)[..., 1]
+    return torch.cat([angle, dist, rx, ry, rz, vert, height], dim=-1)
+
+
+def values_to_indices(values: torch.Tensor) -> torch.Tensor:
+    """Categories (..., 70) int64 from :func:`slot_values` output."""
+    out = torch.zeros(values.shape, dtype=torch.int64, device=values.device)
+    for s, edges in enumerate(SLOT_EDGES):
+        e = torch.tensor(edges, dtype=values.dtype, device=values.device)
+        out[..., s] = (values[..., s:s + 1] > e).sum(-1)
+    return out
+
+
+def bin_violation(values: torch.Tensor, categories: torch.Tensor, margin: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """How far (in bin units, >= 0) each slot value lies outside its target bin (..., 70).
+
+    ``categories`` are LOCAL targets (..., 70). The bin is shrunk by ``margin`` units on each
+    finite side (0.5 on a closed bin aims at its centre). Zero when the value is inside: a hinge
+    that is differentiable almost everywhere, used by the training loss and the edit solver.
+    """
+    flat = categories + torch.as_tensor(SLOT_OFFSETS, device=categories.device)
+    lo = CATEGORY_LOW.to(values.device, values.dtype)[flat]
+    hi = CATEGORY_HIGH.to(values.device, values.dtype)[flat]
+    unit = CATEGORY_UNIT.to(values.device, values.dtype)[flat]
+    m = torch.as_tensor(margin, dtype=values.dtype, device=values.device) * unit
+    # Open sides (+-inf) contribute nothing: relu(-inf) = 0.
+    below = torch.relu(torch.nan_to_num(lo + m - values, neginf=-1.0, posinf=0.0))
+    above = torch.relu(torch.nan_to_num(values - (hi - m), neginf=-1.0, posinf=0.0))
+    return (below + above) / unit

@@ -42,6 +42,8 @@ class TrainConfig:
     val_max_windows: int = 256
     num_threads: int = 0          # 0 = leave torch's default
     gif: bool = True
+    # Weight of the soft pose-code consistency loss on the decoded joints (rvqfast.train.losses).
+    posecode_loss_weight: float = 0.0
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def __post_init__(self) -> None:
@@ -69,6 +71,9 @@ class TrainConfig:
             raise ValueError(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
         if not 0 < self.lr_gamma <= 1:
             raise ValueError(f"lr_gamma: expected a number in (0, 1], got {self.lr_gamma!r}")
+        if not (isinstance(self.posecode_loss_weight, (int, float)) and math.isfinite(self.posecode_loss_weight)
+                and self.posecode_loss_weight >= 0):
+            raise ValueError(f"posecode_loss_weight: expected a finite number >= 0, got {self.posecode_loss_weight!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay/grad_clip: expected numbers >= 0")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

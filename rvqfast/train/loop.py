@@ -31,6 +31,7 @@ from .checkpoint import (
     CheckpointError, atomic_write_json, list_checkpoints, load_checkpoint, save_checkpoint,
 )
 from .config import TrainConfig
+from .losses import posecode_consistency_loss
 
 # Settings that may change when resuming; everything else must match the checkpoint.
 RESUMABLE_KEYS = {"steps", "val_every", "ckpt_every", "log_every", "num_threads", "device", "gif", "data",
@@ -356,6 +357,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             x = sampler.batch(step, cfg.batch_size, d.rank, d.world).to(device)
             res = net(x, generator=_torch_gen(cfg.seed, step, 1), sample_generator=_torch_gen(cfg.seed, step, 2, d.rank))
             loss = res["loss"]
+            if cfg.posecode_loss_weight > 0 and cfg.tokenizer.uses_posecodes:
+                res["posecode"] = posecode_consistency_loss(model, x, res["output"])
+                loss = loss + cfg.posecode_loss_weight * res["posecode"]
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"loss became {loss_value} at step {step}; lower --lr or check the data")
@@ -374,6 +378,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 rec = {"step": step, "loss": loss_value, "recon": float(res["recon"].detach()), "joint": float(res["joint"].detach()),
                        "commit": float(res["commit"].detach()), "lr": cfg.lr_at(step - 1), "usage": usage,
                        "perplexity": ppl, "it_s": its, "time": now - t0}
+                if "posecode" in res:
+                    rec["posecode"] = float(res["posecode"].detach())
                 logger.write(rec)
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", recon=f"{rec['recon']:.4f}",

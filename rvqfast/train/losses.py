@@ -1,0 +1,44 @@
+"""Extra training objectives for the motion tokenizer.
+
+:func:`posecode_consistency_loss` makes the decoder obey its pose codes: the pose codes are
+thresholded functions of the joints, so the loss measures, for every decoded frame and every
+one of the 70 slots, how far the decoded slot value (knee angle, hand distance, ...) lies
+outside the bin of the input's category (:func:`rvqfast.motion.posecodes.bin_violation`, a
+hinge in bin units with a small margin). It is zero when every decoded code is right and
+pushes wrong slots back across their bin edges, which the plain feature regression weights no
+more than any other small error.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rvqfast.motion.features import RIC, ROOT_Y
+from rvqfast.motion.posecodes import bin_violation, slot_values, values_to_indices
+from rvqfast.motion.skeleton import NUM_JOINTS
+
+POSECODE_MARGIN = 0.1  # bin units kept clear of an edge
+
+
+def local_joints(raw: Tensor) -> Tensor:
+    """Joints (..., T, 22, 3) in each frame's heading frame from RAW features (..., T, 263).
+
+    Root at x = z = 0 and its height from ROOT_Y, the others from RIC: no integration over
+    time, and pose codes are invariant to the heading, so they equal those of the global joints.
+    """
+    ric = raw[..., RIC].reshape(raw.shape[:-1] + (NUM_JOINTS - 1, 3))
+    y = raw[..., ROOT_Y]
+    root = torch.stack([torch.zeros_like(y[..., 0]), y[..., 0], torch.zeros_like(y[..., 0])], dim=-1)
+    return torch.cat([root.unsqueeze(-2), ric], dim=-2)
+
+
+def posecode_consistency_loss(model, x_norm: Tensor, y_norm: Tensor, margin: float = POSECODE_MARGIN) -> Tensor:
+    """Mean bin violation of the decoded pose codes against the input's (both NORMALISED
+    features (B, T, 263); ``model`` supplies ``denormalize``)."""
+    with torch.no_grad():
+        target = values_to_indices(slot_values(local_joints(model.denormalize(x_norm))))
+    values = slot_values(local_joints(model.denormalize(y_norm)))
+    return bin_violation(values, target, margin).mean()
+
+
+__all__ = ["posecode_consistency_loss", "local_joints", "POSECODE_MARGIN"]
