@@ -23,8 +23,11 @@ def check_float(name: str, t: object, ndim: int | None = None, shape_hint: str =
 
 
 def check_finite(name: str, t: torch.Tensor) -> None:
-    """Raise if ``t`` holds NaN or Inf (one reduction; cheap next to a search)."""
-    if not t.numel():
+    """Raise if ``t`` holds NaN or Inf (one reduction; cheap next to a search).
+
+    Skipped while ``torch.compile`` traces: the answer depends on the data, and branching on it
+    would break the graph (``fullgraph=True`` would fail); eager calls are always checked."""
+    if not t.numel() or torch.compiler.is_compiling():
         return
     # One reduction answers the common case: a finite sum implies every element is finite (a NaN
     # or Inf anywhere poisons it). Only a non-finite sum (which overflow can also cause) pays for
@@ -58,7 +61,8 @@ def check_indices(name: str, idx: object, num_codes: int, ndim: int, shape_hint:
         raise ValueError(f"{name} must be an integer tensor, got {idx.dtype}")
     if idx.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dims{shape_hint}, got shape {tuple(idx.shape)}")
-    if idx.numel():
+    # The range check reads the data: skipped while torch.compile traces (see check_finite).
+    if idx.numel() and not torch.compiler.is_compiling():
         lo, hi = int(idx.min()), int(idx.max())
         if lo < -1 or hi >= num_codes:
             raise ValueError(

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .. import _ops, ops
 from . import distributed as ddp
 from .compat import from_vector_quantize_pytorch, is_foreign
-from .grad import _EPS, StagePass, rotation_value_fixup, stages_autograd
+from .grad import _EPS, StagePass, rotation_value_correction, rotation_value_fixup, stages_autograd
 from .kmeans import all_finite, kmeans, resolve_backend, sample_rows, search, stats
 
 
@@ -86,6 +86,9 @@ class QuantizerCore(nn.Module):
             if use_cosine_sim:
                 embed = F.normalize(embed, dim=-1, eps=1e-6)
         self.register_buffer("initted", torch.full((s,), not kmeans_init, dtype=torch.bool))
+        # Python mirror of ``initted.all()``, read only while torch.compile traces: reading the
+        # buffer there is a data-dependent branch. Kept in step wherever rvqfast writes the buffer.
+        self._all_initted = not kmeans_init
         self.register_buffer("cluster_size", torch.ones(s, codebook_size))
         self.register_buffer("embed_avg", embed.clone())
         if learnable_codebook:
@@ -98,8 +101,14 @@ class QuantizerCore(nn.Module):
         if is_foreign(list(state_dict.keys()), prefix):
             from_vector_quantize_pytorch(state_dict, prefix, self.embed.shape[0])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._all_initted = bool(self.initted.all())
 
     # ----------------------------------------------------------------------------- helpers
+    def _is_initted(self, slot: int) -> bool:
+        if torch.compiler.is_compiling() and self._all_initted:
+            return True
+        return bool(self.initted[slot])
+
     def _slot(self, stage: int) -> int:
         return 0 if self.shared_codebook else stage
 
@@ -174,6 +183,7 @@ class QuantizerCore(nn.Module):
         self.cluster_size[slot] = counts
         self._refresh_embed(slot)
         self.initted[slot] = True
+        self._all_initted = bool(self.initted.all())
 
     @torch.no_grad()
     def _refresh_embed(self, slot: int | slice) -> None:
@@ -199,6 +209,9 @@ class QuantizerCore(nn.Module):
     @torch.no_grad()
     def _expire(self, slot: int, z: Tensor, sync: bool) -> None:
         if self.threshold_ema_dead_code <= 0:
+            return
+        if torch.compiler.is_compiling() and not sync:
+            self._expire_dense(slot, z)
             return
         dead = self.cluster_size[slot] < self.threshold_ema_dead_code
         if not bool(dead.any()):
@@ -230,6 +243,20 @@ class QuantizerCore(nn.Module):
         self.embed.data[slot, dead_idx] = sampled
         self.cluster_size[slot, dead_idx] = reset
         self.embed_avg[slot, dead_idx] = sampled * reset
+
+    @torch.no_grad()
+    def _expire_dense(self, slot: int, z: Tensor) -> None:
+        """Dead-code replacement without data-dependent shapes or branches (what torch.compile
+        traces): every code draws a random input row, dead ones take it. Same rule as
+        :meth:`_expire` (rows drawn with replacement here, so the random draws differ)."""
+        if z.shape[0] == 0:
+            return
+        reset = float(self.threshold_ema_dead_code)
+        dead = (self.cluster_size[slot] < reset)[:, None]
+        sampled = z[torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)].to(self.embed.dtype)
+        self.embed.data[slot] = torch.where(dead, sampled, self.embed.data[slot])
+        self.cluster_size[slot] = torch.where(dead[:, 0], reset, self.cluster_size[slot])
+        self.embed_avg[slot] = torch.where(dead, sampled * reset, self.embed_avg[slot])
 
     # --------------------------------------------------------------------------- passes
     def dropout_cutoff(self, enabled: bool, cutoff: int, sync: bool, device: torch.device) -> int:
@@ -312,7 +339,7 @@ class QuantizerCore(nn.Module):
             # ``initted`` decides whether k-means collectives run, so with a synchronised
             # codebook it may only change where those collectives run (see distributed.py).
             fresh = False
-            if not bool(self.initted[slot]) and (sync or not ddp.resolve_sync(self.sync_codebook)):
+            if not self._is_initted(slot) and (sync or not ddp.resolve_sync(self.sync_codebook)):
                 self._kmeans_init(slot, z, sync)
                 fresh = True
             cb = self.embed.detach()[slot].float()
@@ -358,7 +385,11 @@ class QuantizerCore(nn.Module):
         if self.rotation_trick and xf.requires_grad and m:
             # s R z equals the code except for (near-)zero inputs, where the clamped formula
             # of vector-quantize-pytorch gives another value; reproduce it there.
-            for q in range(n_active):
+            if torch.compiler.is_compiling():
+                for q in range(n_active):
+                    code = residuals[q] - residuals[q + 1]
+                    quantized = quantized + rotation_value_correction(self._transform(residuals[q]), code)
+            for q in range(n_active if not torch.compiler.is_compiling() else 0):
                 if fast and not bool((sqnorm[q] < _EPS * _EPS).any()):
                     continue
                 code = residuals[q] - residuals[q + 1]
@@ -389,7 +420,7 @@ class QuantizerCore(nn.Module):
         xd = x.detach()
         for q in range(n_active):
             slot = self._slot(q)
-            if not bool(self.initted[slot]):
+            if not self._is_initted(slot):
                 # vector-quantize-pytorch initialises on first use even in eval; we do too when
                 # not distributed. With a synchronised codebook an init here would run on this
                 # rank alone (no collective may run in eval) and desynchronise the ranks.

@@ -66,14 +66,24 @@ def rotation_value_fixup(z: Tensor, c: Tensor) -> tuple[Tensor, Tensor] | None:
     bad = nz < _EPS
     if not bool(bad.any()):
         return None
-    zb, cb = z[bad], c[bad]
-    nzb = nz[bad].clamp(min=_EPS)[:, None]
+    return bad, _rotation_value(z[bad], c[bad], nz[bad])
+
+
+def rotation_value_correction(z: Tensor, c: Tensor) -> Tensor:
+    """What the rotation formula's value differs from ``c`` by, for every row, without a
+    data-dependent branch (what torch.compile traces): exactly 0 where ``|z| >= 1e-6``."""
+    nz = torch.linalg.vector_norm(z, dim=1)
+    return torch.where((nz < _EPS)[:, None], _rotation_value(z, c, nz) - c, 0.0)
+
+
+def _rotation_value(zb: Tensor, cb: Tensor, nz: Tensor) -> Tensor:
+    nzb = nz.clamp(min=_EPS)[:, None]
     ncb = cb.norm(dim=1, keepdim=True)
     u, q = zb / nzb, cb / ncb.clamp(min=_EPS)
     p = u + q
     w = p / p.norm(dim=1, keepdim=True).clamp(min=_EPS)
     val = zb - 2 * w * _rowdot(zb, w)[:, None] + 2 * q * _rowdot(zb, u)[:, None]
-    return bad, val * (ncb / nzb)
+    return val * (ncb / nzb)
 
 
 # The gradient node is a ``torch.library`` op with a registered autograd formula, not a bare
