@@ -26,6 +26,8 @@ from ..motion.skeleton import FEATURE_DIM
 
 SPLITS = ("train", "val", "test")
 MAX_LENGTH = 10_000  # frames; longer arrays are almost certainly not motions
+MAX_ABS = 1e5        # |value| of features/joints (metres, per-frame velocities); beyond: not a motion
+MAX_NORMALIZED = 1e6  # |(x - Mean) / Std|; beyond it the training loss overflows float32
 
 
 class DatasetError(ValueError):
@@ -39,7 +41,7 @@ def load_array(path: Path, what: str, shape_tail: tuple[int, ...]) -> np.ndarray
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing ({what} expected)") from None
     except Exception as e:  # noqa: BLE001 - any parse failure means an unreadable file
-        raise DatasetError(f"{path}: unreadable .npy ({type(e).__name__}: {e}); expected {what}") from None
+        raise DatasetError(f"{path}: unreadable .npy ({_npy_reason(e)}); expected {what}") from None
     if not isinstance(arr, np.ndarray) or not np.issubdtype(arr.dtype, np.floating):
         raise DatasetError(f"{path}: expected a float array ({what}), got dtype {getattr(arr, 'dtype', '?')}")
     if arr.ndim != 1 + len(shape_tail) or tuple(arr.shape[1:]) != shape_tail:
@@ -48,7 +50,18 @@ def load_array(path: Path, what: str, shape_tail: tuple[int, ...]) -> np.ndarray
         raise DatasetError(f"{path}: empty array; expected {what} with at least one frame")
     if not np.isfinite(arr).all():
         raise DatasetError(f"{path}: contains NaN or infinite values; expected finite {what}")
+    big = float(np.abs(arr).max())
+    if big > MAX_ABS:
+        raise DatasetError(f"{path}: implausibly large values (|v| up to {big:.3g} > {MAX_ABS:g}); "
+                           f"expected {what} in metres")
     return arr.astype(np.float32, copy=False)
+
+
+def _npy_reason(e: Exception) -> str:
+    """Why np.load failed, without numpy's advice to load with allow_pickle (never done here)."""
+    if "allow_pickle" in str(e) or "pickle" in str(e).lower():
+        return "holds pickled Python objects, which are never loaded; expected a plain float array"
+    return f"{type(e).__name__}: {e}"
 
 
 def parse_captions(path: Path) -> list[str]:
@@ -72,7 +85,11 @@ def read_split(root: Path, split: str) -> list[str]:
     path = root / f"{split}.txt"
     if not path.is_file():
         raise DatasetError(f"{path}: missing split file")
-    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: unreadable split file ({e})") from None
+    names = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for n in names:
         # Names become file names: refuse anything that could escape the folder.
         if "/" in n or "\\" in n or n in (".", "..") or n.startswith("."):
@@ -83,8 +100,9 @@ def read_split(root: Path, split: str) -> list[str]:
 def load_stats(root: Path) -> tuple[np.ndarray, np.ndarray]:
     mean = _load_vec(root / "Mean.npy", "mean")
     std = _load_vec(root / "Std.npy", "std")
-    if (std <= 0).any():
-        raise DatasetError(f"{root / 'Std.npy'}: expected strictly positive std values")
+    if (std < 1e-6).any():
+        raise DatasetError(f"{root / 'Std.npy'}: expected std values >= 1e-6 (normalisation divides by "
+                           f"them), got min {float(std.min()):.3g}")
     return mean, std
 
 
@@ -94,11 +112,13 @@ def _load_vec(path: Path, what: str) -> np.ndarray:
     except FileNotFoundError:
         raise DatasetError(f"{path}: missing ({FEATURE_DIM},) {what} file") from None
     except Exception as e:  # noqa: BLE001
-        raise DatasetError(f"{path}: unreadable .npy ({type(e).__name__}: {e})") from None
+        raise DatasetError(f"{path}: unreadable .npy ({_npy_reason(e)})") from None
     if arr.shape != (FEATURE_DIM,) or not np.issubdtype(arr.dtype, np.floating):
         raise DatasetError(f"{path}: expected a float ({FEATURE_DIM},) {what}, got {arr.dtype} {arr.shape}")
     if not np.isfinite(arr).all():
         raise DatasetError(f"{path}: contains NaN or infinite values")
+    if np.abs(arr).max() > MAX_ABS:
+        raise DatasetError(f"{path}: implausibly large values (|v| > {MAX_ABS:g})")
     return arr.astype(np.float32)
 
 
@@ -159,6 +179,15 @@ class HumanML3D:
                 continue
             if feats.shape[0] < min_length:
                 self._summary.too_short += 1
+                continue
+            # Finite values can still overflow once normalised; name the file before training does.
+            peak = float(np.abs((feats.astype(np.float64) - self.mean) / self.std).max())
+            if peak > MAX_NORMALIZED:
+                e = DatasetError(f"{self.root / 'new_joint_vecs' / name}.npy: normalised values reach {peak:.3g} "
+                                 f"(> {MAX_NORMALIZED:g}) with this folder's Mean.npy/Std.npy")
+                if not skip_bad:
+                    raise e
+                self._summary.bad[name] = str(e)
                 continue
             self.names.append(name)
             self.features.append(feats)

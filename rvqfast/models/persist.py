@@ -5,11 +5,13 @@ folder and ``os.replace``; reads validate names, shapes and dtypes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .._io import atomic_write_bytes, atomic_write_text
@@ -23,19 +25,61 @@ def atomic_write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def atomic_save_tensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def atomic_save_tensors(tensors: Mapping[str, Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> str:
+    """Write a safetensors file atomically; returns the sha256 (hex) of the bytes written."""
     from safetensors.torch import save
 
     # safetensors refuses shared storage and needs contiguous CPU tensors.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     data = save(flat, metadata=metadata)
     atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | Path, expected: object, recorded_in: str | Path) -> None:
+    """Raise CheckpointError unless ``path``'s sha256 is ``expected`` (as recorded in ``recorded_in``)."""
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(f"{recorded_in}: invalid sha256 entry for {Path(path).name}: {expected!r}")
+    got = file_sha256(path)
+    if got != expected:
+        raise CheckpointError(f"{path}: sha256 {got[:12]}... does not match {expected[:12]}... recorded in "
+                              f"{recorded_in}; the file is damaged or was replaced")
+
+
+def tensors_digest(tensors: Mapping[str, Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of ``tensors`` (order-independent): stored in a
+    checkpoint's metadata, it catches any byte flip in the tensor data."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        v = tensors[k].detach().to("cpu").contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def check_finite_tensors(tensors: Mapping[str, Tensor], source: str) -> None:
+    """CheckpointError naming the first floating tensor that holds NaN or Inf."""
+    for k in sorted(tensors):
+        v = tensors[k]
+        if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{source}: tensor {k} holds NaN or Inf values; the file is damaged "
+                                  "(or was saved from a diverged model)")
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
     try:
-        obj = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if Path(path).stat().st_size > 50_000_000:
+            raise OSError("larger than 50 MB; not a config file")
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{path}: cannot read JSON ({e})") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a JSON object")
@@ -82,4 +126,5 @@ def load_tensors(path: str | Path, expected: Mapping[str, Tensor] | None = None)
 
 
 __all__ = ["CheckpointError", "atomic_write_json", "atomic_save_tensors", "read_json", "load_tensors",
-           "check_tensors", "read_safetensors"]
+           "check_tensors", "read_safetensors", "file_sha256", "verify_sha256", "tensors_digest",
+           "check_finite_tensors"]

@@ -79,6 +79,16 @@ class TokenizerConfig:
             raise ValueError(f"down_t: pose codes are taken every 4th frame, so down_t must be 2, got {self.down_t}")
         if not self.dilations or any(d < 1 for d in self.dilations):
             raise ValueError(f"dilations: expected positive integers, got {self.dilations!r}")
+        # Bounds that keep a (possibly hostile) config from allocating tens of GB before anything
+        # else is checked; far above any published motion tokenizer.
+        for name, hi in (("width", 8192), ("code_dim", 8192), ("num_quantizers", 64), ("codebook_size", 1 << 20)):
+            if getattr(self, name) > hi:
+                raise ValueError(f"{name}: expected at most {hi}, got {getattr(self, name)}")
+        if len(self.dilations) > 16 or max(self.dilations) > 4096:
+            raise ValueError(f"dilations: expected at most 16 values <= 4096, got {self.dilations!r}")
+        if self.num_quantizers * self.codebook_size * self.code_dim > 1 << 28:
+            raise ValueError("num_quantizers * codebook_size * code_dim: expected at most 2**28 codebook "
+                             f"entries (1 GiB), got {self.num_quantizers * self.codebook_size * self.code_dim}")
         for name in ("quantize_dropout", "residual_dropout", "ema_decay"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= float(v) < 1.0:
@@ -367,14 +377,15 @@ class MotionTokenizer(nn.Module):
         meta = {"format": CONFIG_FORMAT, "tokenizer": self.config.to_dict()}
         if extra:
             meta.update(extra)
-        atomic_save_tensors(self.state_dict(), run_dir / "model.safetensors")
+        sha = atomic_save_tensors(self.state_dict(), run_dir / "model.safetensors")
+        meta["weights"] = {"file": "model.safetensors", "sha256": sha}  # verified by load()
         atomic_write_json(meta, run_dir / "config.json")
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu") -> "MotionTokenizer":
         """Load a trained tokenizer from a run folder (config.json + model.safetensors), with the
         tensor names, shapes and dtypes checked against the architecture in config.json."""
-        from .persist import CheckpointError, load_tensors, read_json
+        from .persist import CheckpointError, check_finite_tensors, load_tensors, read_json, verify_sha256
 
         run_dir = Path(run_dir)
         cfg_path, weights = run_dir / "config.json", run_dir / "model.safetensors"
@@ -385,8 +396,16 @@ class MotionTokenizer(nn.Module):
         meta = read_json(cfg_path)
         if meta.get("format") != CONFIG_FORMAT or "tokenizer" not in meta:
             raise CheckpointError(f"{cfg_path}: not an rvqfast tokenizer config (format {meta.get('format')!r})")
-        model = cls(TokenizerConfig.from_dict(meta["tokenizer"]))
+        try:  # the config is checked (sizes bounded) before any model memory is allocated
+            config = TokenizerConfig.from_dict(meta["tokenizer"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{cfg_path}: invalid tokenizer settings ({e})") from None
+        if "weights" in meta:  # runs saved before checksums were recorded have none
+            w = meta["weights"]
+            verify_sha256(weights, w.get("sha256") if isinstance(w, dict) else w, cfg_path)
+        model = cls(config)
         state = load_tensors(weights, expected=model.state_dict())
+        check_finite_tensors(state, str(weights))
         model.load_state_dict(state)
         return model.to(device).eval()
 

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rvqfast._cli import add_debug_flag, run_guarded
+
 from .checkpoint import CheckpointError
 from .config import build_config, load_config_file
 from .loop import TrainingError, resume_config, train
@@ -50,11 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gif", action="store_true", help="skip the reconstruction GIF at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
+    add_debug_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    return run_guarded(lambda: _run(args), debug=args.debug, prog="rvqfast.train")
+
+
+def _run(args: argparse.Namespace) -> int:
     flags: dict[str, Any] = {key: getattr(args, dest) for dest, key in _FLAG_KEYS.items()
                              if getattr(args, dest) is not None}
     if args.no_gif:
@@ -77,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         result = train(cfg, resume=args.resume, progress=not args.no_progress)
     except (ValueError, TrainingError, CheckpointError, FileNotFoundError) as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     if result.interrupted:

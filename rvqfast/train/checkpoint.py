@@ -9,6 +9,7 @@ and optimizer being restored and raises :class:`CheckpointError` with the file n
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -19,12 +20,14 @@ import torch
 from torch import Tensor
 
 from rvqfast.models.persist import (
-    CheckpointError, atomic_save_tensors, atomic_write_json, check_tensors, load_tensors, read_json,
-    read_safetensors,
+    CheckpointError, atomic_save_tensors, atomic_write_json, check_finite_tensors, check_tensors,
+    load_tensors, read_json, read_safetensors, tensors_digest,
 )
 
 CHECKPOINT_FORMAT = "rvqfast.train-checkpoint/1"
-_CKPT_RE = re.compile(r"^step_(\d{9})\.safetensors$")
+_CKPT_RE = re.compile(r"^step_(\d{9,12})\.safetensors$")
+MAX_STEP = 10**12 - 1  # file names hold the step in 9-12 digits
+_OPTIM_TENSORS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq", "step")
 
 
 # ---------------------------------------------------------------------------- optimizer
@@ -45,7 +48,39 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], d
 
 
 def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor], meta: dict[str, Any], source: str) -> None:
+    try:
+        _restore_optimizer(opt, tensors, meta, source)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{source}: optimizer state cannot be restored ({type(e).__name__}: {e})") from None
+
+
+def _check_optimizer_tensor(key: str, v: Tensor, params: dict[int, Tensor], source: str) -> tuple[int, str]:
+    parts = key.split(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in _OPTIM_TENSORS:
+        raise CheckpointError(f"{source}: unknown optimizer tensor {key!r}; expected optim.<param>.<"
+                              f"{'|'.join(_OPTIM_TENSORS)}>")
+    pid, name = int(parts[1]), parts[2]
+    if pid not in params:
+        raise CheckpointError(f"{source}: optimizer state for unknown parameter {pid}")
+    p = params[pid]
+    if name == "step":
+        ok = v.dim() == 0 and v.is_floating_point() and bool(torch.isfinite(v)) and 0 <= float(v) <= MAX_STEP \
+            and float(v) == int(float(v))
+        if not ok:
+            raise CheckpointError(f"{source}: optimizer step of parameter {pid} must be a whole number in "
+                                  f"[0, {MAX_STEP}] stored as a float scalar, got {tuple(v.shape)} {v.dtype}")
+    elif v.shape != p.shape or v.dtype != p.dtype:
+        raise CheckpointError(f"{source}: optimizer {name} of parameter {pid} has shape {tuple(v.shape)} "
+                              f"{v.dtype}, parameter is {tuple(p.shape)} {p.dtype}")
+    return pid, name
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, Tensor], meta: dict[str, Any], source: str) -> None:
     current = opt.state_dict()
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source}: optimizer metadata must be a JSON object")
     groups = meta.get("param_groups")
     if not isinstance(groups, list) or len(groups) != len(current["param_groups"]):
         raise CheckpointError(f"{source}: optimizer param groups do not match")
@@ -58,16 +93,24 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: Mapping[str, Tenso
     params = {pid: p for g_now, g in zip(current["param_groups"], opt.param_groups) for pid, p in zip(g_now["params"], g["params"])}
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
-        _, pid, name = key.split(".", 2)
-        pid_i = int(pid)
-        if pid_i not in params:
-            raise CheckpointError(f"{source}: optimizer state for unknown parameter {pid}")
-        if name in ("exp_avg", "exp_avg_sq") and (v.shape != params[pid_i].shape or v.dtype != params[pid_i].dtype):
-            raise CheckpointError(f"{source}: optimizer {name} of parameter {pid} has shape {tuple(v.shape)} "
-                                  f"{v.dtype}, parameter is {tuple(params[pid_i].shape)} {params[pid_i].dtype}")
+        pid_i, name = _check_optimizer_tensor(key, v, params, source)
         state.setdefault(pid_i, {})[name] = v
-    for pid, sc in meta.get("scalars", {}).items():
+    scalars = meta.get("scalars", {})
+    if not isinstance(scalars, dict):
+        raise CheckpointError(f"{source}: optimizer scalars must be a JSON object")
+    for pid, sc in scalars.items():
+        if not str(pid).isdigit() or int(pid) not in params or not isinstance(sc, dict):
+            raise CheckpointError(f"{source}: optimizer scalars for unknown parameter {pid!r}")
         state.setdefault(int(pid), {}).update(sc)
+    for pid, st in state.items():
+        missing = {"exp_avg", "exp_avg_sq", "step"} - set(st)
+        if missing:
+            raise CheckpointError(f"{source}: optimizer state of parameter {pid} lacks {sorted(missing)}")
+    for g_saved, g_now in zip(groups, current["param_groups"]):
+        for k, v in g_saved.items():
+            if k != "params" and k in g_now and isinstance(g_now[k], (int, float)) and not isinstance(g_now[k], bool) \
+                    and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise CheckpointError(f"{source}: optimizer setting {k!r} must be a finite number, got {v!r}")
     opt.load_state_dict({"state": state, "param_groups": groups})
 
 
@@ -80,6 +123,20 @@ def rng_tensors() -> dict[str, Tensor]:
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             out[f"rng.cuda.{i}"] = s
     return out
+
+
+def check_rng(tensors: Mapping[str, Tensor], source: str) -> None:
+    """The saved CPU RNG state must have the shape and dtype torch uses; else CheckpointError."""
+    now = torch.get_rng_state()
+    v = tensors.get("rng.torch")
+    if v is None or v.dtype != torch.uint8 or tuple(v.shape) != tuple(now.shape):
+        got = "missing" if v is None else f"{tuple(v.shape)} {v.dtype}"
+        raise CheckpointError(f"{source}: RNG state 'rng.torch' must be {tuple(now.shape)} uint8, got {got}")
+    probe = torch.Generator()
+    try:  # torch also checks the Mersenne-Twister state's internal fields
+        probe.set_state(v)
+    except RuntimeError as e:
+        raise CheckpointError(f"{source}: RNG state 'rng.torch' is invalid ({e})") from None
 
 
 def restore_rng(tensors: Mapping[str, Tensor]) -> None:
@@ -114,7 +171,10 @@ def save_checkpoint(ckpt_dir: str | Path, step: int, model: torch.nn.Module, opt
     otensors, ometa = _flatten_optimizer(opt)
     tensors.update(otensors)
     tensors.update(rng_tensors())
-    full = {"format": CHECKPOINT_FORMAT, "step": step, "optimizer": ometa, **meta}
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise ValueError(f"step: expected an integer in [0, {MAX_STEP}], got {step!r}")
+    full = {"format": CHECKPOINT_FORMAT, "step": step, "optimizer": ometa, **meta,
+            "tensors_sha256": tensors_digest(tensors)}
     path = checkpoint_path(d, step)
     atomic_save_tensors(tensors, path, metadata={"rvqfast": json.dumps(full)})
     for _, old in list_checkpoints(d)[:-keep]:
@@ -137,6 +197,12 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({e})") from e
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an rvqfast training checkpoint")
+    step = meta.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= MAX_STEP:
+        raise CheckpointError(f"{path}: step must be an integer in [0, {MAX_STEP}], got {step!r}")
+    m = _CKPT_RE.match(Path(path).name)
+    if m and int(m.group(1)) != step:
+        raise CheckpointError(f"{path}: holds step {step} but its name says step {int(m.group(1))}")
     return meta
 
 
@@ -145,14 +211,26 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, opt: torch.optim.O
     path = Path(path)
     meta = read_checkpoint_meta(path)
     tensors, _ = read_safetensors(path)
+    # Everything is checked before the model, optimizer or RNG is touched.
+    if "tensors_sha256" in meta and tensors_digest(tensors) != meta["tensors_sha256"]:
+        raise CheckpointError(f"{path}: tensor data does not match the checksum in its metadata; "
+                              "the file is damaged")
+    unknown = sorted(k for k in tensors if not k.startswith(("model.", "optim.", "rng.")))
+    if unknown:
+        raise CheckpointError(f"{path}: unexpected tensors {unknown[:5]}")
     model_t = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     check_tensors(model_t, model.state_dict(), str(path))
+    check_finite_tensors(tensors, str(path))
     rng = {k: v for k, v in tensors.items() if k.startswith("rng.")}
-    if "rng.torch" not in rng or rng["rng.torch"].dtype != torch.uint8:
-        raise CheckpointError(f"{path}: missing or invalid RNG state 'rng.torch'")
+    check_rng(rng, str(path))
     optim_t = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(model_t)
-    _unflatten_optimizer(opt, optim_t, meta.get("optimizer", {}), str(path))
+    try:
+        _unflatten_optimizer(opt, optim_t, meta.get("optimizer", {}), str(path))
+    except CheckpointError:
+        model.load_state_dict(saved_model)
+        raise
     restore_rng(rng)
     return meta
 

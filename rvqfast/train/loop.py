@@ -239,12 +239,19 @@ class _Logger:
 
 
 def _prepare_out(out: Path, resume: bool) -> None:
+    from rvqfast._cli import out_folder_problem
+    from rvqfast.models.tokenizer import CONFIG_FORMAT
+
+    problem = out_folder_problem(out, "config.json", (CONFIG_FORMAT,), "an rvqfast run folder")
+    if problem:
+        raise TrainingError(problem)
     ckpts = list_checkpoints(out / "checkpoints")
     if resume:
         if not ckpts:
             raise TrainingError(f"--resume: no checkpoint in {out / 'checkpoints'}; start a new run without --resume")
         return
-    if out.exists() and (ckpts or (out / "model.safetensors").exists() or (out / "log.jsonl").exists()):
+    # A run that died before its first checkpoint (config.json + log only) may be started again.
+    if out.exists() and (ckpts or (out / "model.safetensors").exists()):
         raise TrainingError(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
 
 
@@ -355,14 +362,19 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             for g in opt.param_groups:
                 g["lr"] = cfg.lr_at(step)
             x = sampler.batch(step, cfg.batch_size, d.rank, d.world).to(device)
-            res = net(x, generator=_torch_gen(cfg.seed, step, 1), sample_generator=_torch_gen(cfg.seed, step, 2, d.rank))
+            try:
+                res = net(x, generator=_torch_gen(cfg.seed, step, 1), sample_generator=_torch_gen(cfg.seed, step, 2, d.rank))
+            except (ValueError, FloatingPointError) as e:  # e.g. NaN/Inf reaching the quantizer
+                raise TrainingError(f"step {step}: {e}; the batch comes from --data {cfg.data} (check it with "
+                                    f"`python -m rvqfast.data check`), run folder {out}") from e
             loss = res["loss"]
             if cfg.posecode_loss_weight > 0 and cfg.tokenizer.uses_posecodes:
                 res["posecode"] = posecode_consistency_loss(model, x, res["output"])
                 loss = loss + cfg.posecode_loss_weight * res["posecode"]
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower --lr or check the data")
+                raise TrainingError(f"loss became {loss_value} at step {step} (run {out}, --data {cfg.data}); "
+                                    "lower --lr or check the data with `python -m rvqfast.data check`")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -418,22 +430,32 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         for s, h in old_handlers.items():
             signal.signal(s, h)
     result.step = step
+    # A signal during the final save/validation/GIF must not cut it short: keep handling it.
     if not result.interrupted:
-        _ckpt(step)
-        if d.main:
-            if val_windows is not None and (not result.val or not cfg.val_every or step % cfg.val_every):
-                v = validate(model, val_windows, max(1, cfg.batch_size // d.world), device)
-                logger.write({"step": step, **v})
-                result.val = v
-            model.save(out, extra={"train": cfg.to_flat_dict(), "step": step,
-                                   "val": result.val})
-            if cfg.gif:
-                try:
-                    gif = _render_gif(model, val_ds, out, device)
-                    if gif is not None:
-                        print(f"reconstruction: {gif}", file=sys.stderr)
-                except ImportError as e:
-                    print(f"skipping recon.gif ({e}); pip install matplotlib imageio", file=sys.stderr)
+        for s in old_handlers:
+            signal.signal(s, _on_signal)
+        try:
+            _ckpt(step)
+            if d.main:
+                if val_windows is not None and (not result.val or not cfg.val_every or step % cfg.val_every):
+                    v = validate(model, val_windows, max(1, cfg.batch_size // d.world), device)
+                    logger.write({"step": step, **v})
+                    result.val = v
+                model.save(out, extra={"train": cfg.to_flat_dict(), "step": step,
+                                       "val": result.val})
+                if cfg.gif:
+                    try:
+                        gif = _render_gif(model, val_ds, out, device)
+                        if gif is not None:
+                            print(f"reconstruction: {gif}", file=sys.stderr)
+                    except ImportError as e:
+                        print(f"skipping recon.gif ({e}); pip install matplotlib imageio", file=sys.stderr)
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+        if stop["sig"] and d.main:
+            print(f"signal {stop['sig']} arrived during the final validation/save; the run finished and "
+                  f"is saved in {out}", file=sys.stderr)
     logger.close()
     result.seconds = time.time() - t0
     _barrier(d)
