@@ -46,65 +46,96 @@ def reject_kwargs(cls_name: str, extra: Mapping[str, Any]) -> None:
     raise TypeError(f"{cls_name}(): " + "; ".join(parts))
 
 
-_RVQ_KEY = re.compile(r"^layers\.(\d+)\._codebook\.(embed|embed_avg|cluster_size|initted)$")
-_VQ_KEY = re.compile(r"^_codebook\.(embed|embed_avg|cluster_size|initted)$")
+_FIELDS = "(embed|embed_avg|cluster_size|initted)"
+_GRVQ_KEY = re.compile(rf"^rvqs\.(\d+)\.layers\.(\d+)\._codebook\.{_FIELDS}$")
+_RVQ_KEY = re.compile(rf"^layers\.(\d+)\._codebook\.{_FIELDS}$")
+_VQ_KEY = re.compile(rf"^_codebook\.{_FIELDS}$")
+
+
+def _parse(rest: str) -> tuple[int, int, str] | None:
+    """``(group, layer, field)`` of a vector-quantize-pytorch codebook key, else None."""
+    m = _GRVQ_KEY.match(rest)
+    if m:
+        return int(m.group(1)), int(m.group(2)), m.group(3)
+    m = _RVQ_KEY.match(rest)
+    if m:
+        return 0, int(m.group(1)), m.group(2)
+    m = _VQ_KEY.match(rest)
+    if m:
+        return 0, 0, m.group(1)
+    return None
 
 
 def is_foreign(keys, prefix: str = "") -> bool:
     """True when ``keys`` (under ``prefix``) hold vector-quantize-pytorch codebook entries."""
     n = len(prefix)
-    return any(
-        k.startswith(prefix) and (_RVQ_KEY.match(k[n:]) or _VQ_KEY.match(k[n:])) for k in keys
-    )
+    return any(k.startswith(prefix) and _parse(k[n:]) is not None for k in keys)
 
 
-def _strip_heads(name: str, t: Tensor, field: str) -> Tensor:
+def _rows(name: str, t: object, field: str) -> Tensor:
+    """The entry with its leading codebook (heads) axis; ``initted`` is a scalar there."""
     want = {"embed": 3, "embed_avg": 3, "cluster_size": 2, "initted": 0}[field]
     if not isinstance(t, Tensor) or t.dim() != want:
         raise ValueError(
             f"state_dict entry {name!r}: expected a tensor with {want} dims (vector-quantize-pytorch "
             f"layout), got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}"
         )
-    if want and t.shape[0] != 1:
-        raise ValueError(f"state_dict entry {name!r}: only heads=1 codebooks are supported, got {t.shape[0]} heads")
-    return t[0] if want else t
+    return t
 
 
-def from_vector_quantize_pytorch(state: dict, prefix: str, num_slots: int) -> None:
+def from_vector_quantize_pytorch(state: dict, prefix: str, num_slots: int, num_groups: int = 1) -> None:
     """Rewrite vector-quantize-pytorch codebook entries under ``prefix`` into rvqfast's, in place.
+
+    Handles ``VectorQuantize`` (``_codebook.*``, one codebook per head when
+    ``separate_codebook_per_head``), ``ResidualVQ`` (``layers.{q}._codebook.*``) and
+    ``GroupedResidualVQ`` (``rvqs.{g}.layers.{q}._codebook.*``). The codebooks of each group,
+    in layer then head order, become consecutive slots of rvqfast's (S, K, D) tensors.
 
     Args:
         state: the state dict being loaded (mutated: foreign keys are replaced).
         prefix: the module's prefix inside ``state``.
-        num_slots: how many codebooks the target module holds (1 when shared or a single VQ).
+        num_slots: how many codebooks the target module holds (S).
+        num_groups: how many groups they split into (the slots of a group are consecutive).
     """
     n = len(prefix)
-    per_stage: dict[int, dict[str, Tensor]] = {}
+    found: dict[int, dict[int, dict[str, Tensor]]] = {}
     for key in [k for k in state if k.startswith(prefix)]:
-        rest = key[n:]
-        m = _RVQ_KEY.match(rest)
-        if m:
-            stage, field = int(m.group(1)), m.group(2)
-        else:
-            m = _VQ_KEY.match(rest)
-            if not m:
-                continue
-            stage, field = 0, m.group(1)
-        per_stage.setdefault(stage, {})[field] = _strip_heads(key, state.pop(key), field)
-    if not per_stage:
+        parsed = _parse(key[n:])
+        if parsed is None:
+            continue
+        g, q, field = parsed
+        found.setdefault(g, {}).setdefault(q, {})[field] = _rows(key, state.pop(key), field)
+    if not found:
         return
-    stages = sorted(per_stage)
-    if stages != list(range(len(stages))):
-        raise ValueError(f"state_dict codebook layers are not contiguous from 0: {stages}")
-    if len(stages) < num_slots:
-        raise ValueError(f"state_dict holds {len(stages)} codebook layer(s) but the module needs {num_slots}")
-    # A shared codebook is saved once per layer by vector-quantize-pytorch: keep the first.
-    stages = stages[:num_slots]
-    for field in ("embed", "embed_avg", "cluster_size", "initted"):
-        missing = [s for s in stages if field not in per_stage[s]]
-        if missing:
-            raise ValueError(f"state_dict lacks '_codebook.{field}' for layer(s) {missing}")
-        vals = [per_stage[s][field] for s in stages]
+    if sorted(found) != list(range(num_groups)):
+        raise ValueError(f"state_dict holds codebooks of groups {sorted(found)} but the module has {num_groups} group(s)")
+    per_group = num_slots // num_groups
+    out: dict[str, list[Tensor]] = {f: [] for f in ("embed", "embed_avg", "cluster_size", "initted")}
+    for g in range(num_groups):
+        layers = sorted(found[g])
+        if layers != list(range(len(layers))):
+            raise ValueError(f"state_dict codebook layers are not contiguous from 0: {layers}")
+        for field in out:
+            missing = [q for q in layers if field not in found[g][q]]
+            if missing:
+                raise ValueError(f"state_dict lacks '_codebook.{field}' for layer(s) {missing}")
+        heads = {found[g][q][f].shape[0] for q in layers for f in ("embed", "embed_avg", "cluster_size")}
+        if len(heads) != 1:
+            raise ValueError(f"state_dict codebooks of group {g} have different numbers of heads: {sorted(heads)}")
+        h = heads.pop()
+        if h * len(layers) != per_group and not (h == per_group and len(layers) > 1):
+            raise ValueError(
+                f"state_dict holds {len(layers)} codebook layer(s) of {h} head(s) each"
+                + (f" for group {g}" if num_groups > 1 else "")
+                + f" but the module needs {per_group} codebook(s): check num_quantizers, heads, "
+                "separate_codebook_per_head and shared_codebook"
+            )
+        # A shared codebook is saved once per layer by vector-quantize-pytorch: keep the first.
+        for q in layers[: per_group // h]:
+            e = found[g][q]
+            for field in out:
+                out[field].extend([e[field]] * h if field == "initted" else list(e[field]))
+    for field, vals in out.items():
         if len({tuple(v.shape) for v in vals}) != 1:
             raise ValueError(f"state_dict '_codebook.{field}' shapes differ between layers")
         state[prefix + field] = torch.stack(vals)

@@ -53,10 +53,14 @@ class QuantizerCore(nn.Module):
         straight_through: bool,
         backend: str,
         precision: str,
+        num_groups: int = 1,
     ) -> None:
         super().__init__()
         self.codebook_size = codebook_size
         self.num_stages = num_stages
+        # Groups (GroupedResidualVQ, separate codebooks per head) are independent quantizers of
+        # ``num_stages`` stages each whose codebooks live in the same (S, K, D) tensor.
+        self.num_groups = num_groups
         self.shared_codebook = shared_codebook
         self.decay = float(decay)
         self.eps = float(eps)
@@ -75,7 +79,7 @@ class QuantizerCore(nn.Module):
         self.precision = precision
         self._warned_nograd = False
 
-        s = 1 if shared_codebook else num_stages
+        s = num_groups * (1 if shared_codebook else num_stages)
         if kmeans_init:
             embed = torch.zeros(s, codebook_size, codebook_dim)
         else:
@@ -99,7 +103,7 @@ class QuantizerCore(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         # Runs for nested modules too, so a whole model saved with vector-quantize-pytorch loads.
         if is_foreign(list(state_dict.keys()), prefix):
-            from_vector_quantize_pytorch(state_dict, prefix, self.embed.shape[0])
+            from_vector_quantize_pytorch(state_dict, prefix, self.embed.shape[0], self.num_groups)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._all_initted = bool(self.initted.all())
 
@@ -109,13 +113,18 @@ class QuantizerCore(nn.Module):
             return True
         return bool(self.initted[slot])
 
-    def _slot(self, stage: int) -> int:
-        return 0 if self.shared_codebook else stage
+    def _slot(self, stage: int, group: int = 0) -> int:
+        if self.shared_codebook:
+            return group
+        return group * self.num_stages + stage
 
-    def _stage_codebooks(self, n: int) -> Tensor:
-        """(n, K, D) fp32 codebooks of the first ``n`` stages (detached)."""
+    def _stage_codebooks(self, n: int, group: int = 0) -> Tensor:
+        """(n, K, D) fp32 codebooks of the first ``n`` stages of ``group`` (detached)."""
         e = self.embed.detach().float()
-        return e.expand(n, -1, -1) if self.shared_codebook else e[:n]
+        if self.shared_codebook:
+            return e[group : group + 1].expand(n, -1, -1)
+        base = group * self.num_stages
+        return e[base : base + n]
 
     def _transform(self, r: Tensor) -> Tensor:
         return F.normalize(r, dim=-1, eps=1e-6) if self.use_cosine_sim else r
@@ -268,7 +277,7 @@ class QuantizerCore(nn.Module):
             ddp.all_reduce_sum_(seed_t)
         return random.Random(int(seed_t.item())).randrange(cutoff, self.num_stages)
 
-    def quantize_seq(self, xs: Tensor, mask: Tensor | None, last_stage: int) -> tuple[Tensor, Tensor, Tensor]:
+    def quantize_seq(self, xs: Tensor, mask: Tensor | None, last_stage: int, group: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         """(B, N, D) -> quantized (B, N, D) in ``xs``'s dtype, indices (B, N, A), losses (A,).
 
         Masked-out positions (``mask`` False) are left out of the search, the losses and the
@@ -280,7 +289,7 @@ class QuantizerCore(nn.Module):
         if mask is not None:
             flat = mask.reshape(-1)
             rows = rows[flat]
-        out, idx, losses = self.quantize_flat(rows, last_stage)
+        out, idx, losses = self.quantize_flat(rows, last_stage, group)
         if flat is not None:
             full = out.new_zeros(b * n, d)
             full[flat] = out
@@ -290,8 +299,8 @@ class QuantizerCore(nn.Module):
             idx = full_idx
         return out.to(xs.dtype).reshape(b, n, d), idx.reshape(b, n, -1), losses
 
-    def quantize_flat(self, x: Tensor, last_stage: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Quantize rows ``x`` (M, D) through stages ``0..last_stage``.
+    def quantize_flat(self, x: Tensor, last_stage: int, group: int = 0) -> tuple[Tensor, Tensor, Tensor]:
+        """Quantize rows ``x`` (M, D) through stages ``0..last_stage`` of ``group``.
 
         Returns ``(quantized (M, D) fp32, indices (M, last_stage+1) int64, losses (A,) fp32)``.
         Gradients reach ``x`` (and learnable codes) in training mode; in eval the output is the
@@ -306,7 +315,7 @@ class QuantizerCore(nn.Module):
         updates = self._updates_allowed()
         sync = updates and self._sync_now()
         if not self.training:
-            return self._eval_flat(x, n_active)
+            return self._eval_flat(x, n_active, group)
         xf = x.float()
         m, d = xf.shape
         residuals = xf.new_empty(n_active + 1, m, d)
@@ -319,7 +328,8 @@ class QuantizerCore(nn.Module):
         dist_sq = xf.new_zeros(n_active, m) if fast else None
         if fast and m:
             torch.linalg.vector_norm(residuals[0], dim=1, out=sqnorm[0]).square_()
-        slots = [self._slot(q) for q in range(n_active)]
+        slots = [self._slot(q, group) for q in range(n_active)]
+        base = slots[0]
         stage_inputs = []
         track = updates and (self.ema_update or self.threshold_ema_dead_code > 0) and m > 0
         if track and not self.shared_codebook:
@@ -328,7 +338,7 @@ class QuantizerCore(nn.Module):
         code_norms = None
         if fast and not self.shared_codebook:
             # Codes searched at stage q are the pre-update ones, so norms taken now stay valid.
-            code_norms = torch.linalg.vector_norm(self.embed.detach()[:n_active].float(), dim=-1).square_()
+            code_norms = torch.linalg.vector_norm(self.embed.detach()[base : base + n_active].float(), dim=-1).square_()
         for q in range(n_active):
             slot = slots[q]
             r = residuals[q]
@@ -361,25 +371,25 @@ class QuantizerCore(nn.Module):
                 if self.shared_codebook:
                     # One codebook, updated stage after stage (searches of later stages see
                     # dead-code replacements), as vector-quantize-pytorch does.
-                    self._accumulate(0, counts, sums, sync)
-                    self._expire(0, z, sync)
+                    self._accumulate(slot, counts, sums, sync)
+                    self._expire(slot, z, sync)
                     stage_inputs.append(z)
                 else:
                     all_counts[q], all_sums[q] = counts, sums
                     stage_inputs.append(z)
         if track and self.shared_codebook:
             if self.ema_update:
-                self._refresh_embed(0)
+                self._refresh_embed(base)
             if stage_inputs:
-                self._expire(0, torch.cat(stage_inputs), sync)
+                self._expire(base, torch.cat(stage_inputs), sync)
         elif track and stage_inputs:
             # A stage's codebook update cannot change any stage's search (each stage has its
             # own codebook, searched before), so all stages update at once: one collective.
-            self._accumulate(slice(0, n_active), all_counts, all_sums, sync)
+            self._accumulate(slice(base, base + n_active), all_counts, all_sums, sync)
             if self.ema_update:
-                self._refresh_embed(slice(0, n_active))
+                self._refresh_embed(slice(base, base + n_active))
             for q, z in enumerate(stage_inputs):
-                self._expire(q, z, sync)
+                self._expire(slots[q], z, sync)
         # The sum of the chosen codes is what the residual lost over all stages.
         quantized = residuals[0] - residuals[n_active]
         if self.rotation_trick and xf.requires_grad and m:
@@ -414,12 +424,12 @@ class QuantizerCore(nn.Module):
         out, losses = stages_autograd(xf, self.embed, sp)
         return out, indices, losses
 
-    def _eval_flat(self, x: Tensor, n_active: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _eval_flat(self, x: Tensor, n_active: int, group: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         m = x.shape[0]
         losses = torch.zeros(n_active, dtype=torch.float32, device=x.device)
         xd = x.detach()
         for q in range(n_active):
-            slot = self._slot(q)
+            slot = self._slot(q, group)
             if not self._is_initted(slot):
                 # vector-quantize-pytorch initialises on first use even in eval; we do too when
                 # not distributed. With a synchronised codebook an init here would run on this
@@ -432,7 +442,7 @@ class QuantizerCore(nn.Module):
                         stacklevel=3,
                     )
                 else:
-                    self._fill_uninitted(xd.float())
+                    self._fill_uninitted(xd.float(), group)
                 break
         if m == 0:
             return x.new_zeros(0, x.shape[1], dtype=torch.float32), torch.empty(0, n_active, dtype=torch.int64, device=x.device), losses
@@ -440,36 +450,36 @@ class QuantizerCore(nn.Module):
             r = xd.float()
             indices = torch.empty(m, n_active, dtype=torch.int64, device=x.device)
             for q in range(n_active):
-                idx, _ = self._search(self._transform(r), self._slot(q))
+                idx, _ = self._search(self._transform(r), self._slot(q, group))
                 indices[:, q] = idx
-                r = r - self.embed.detach()[self._slot(q)].float()[idx]
+                r = r - self.embed.detach()[self._slot(q, group)].float()[idx]
         else:
-            indices, quantized = _ops.rvq_encode(xd.float().contiguous(), self._stage_codebooks(n_active).contiguous(), self._rb, self._rp)
+            indices, quantized = _ops.rvq_encode(xd.float().contiguous(), self._stage_codebooks(n_active, group).contiguous(), self._rb, self._rp)
             if not (self.learnable_codebook and torch.is_grad_enabled()):
                 return quantized, indices, losses
-        out = self.decode_flat(indices, grad=self.learnable_codebook and torch.is_grad_enabled())
+        out = self.decode_flat(indices, grad=self.learnable_codebook and torch.is_grad_enabled(), group=group)
         return out, indices, losses
 
     @torch.no_grad()
-    def _fill_uninitted(self, x: Tensor) -> None:
+    def _fill_uninitted(self, x: Tensor, group: int = 0) -> None:
         """Run k-means init (locally) for uninitialised stages reached by an eval forward."""
         r = x
         for q in range(self.num_stages):
-            slot = self._slot(q)
+            slot = self._slot(q, group)
             z = self._transform(r)
             if not bool(self.initted[slot]):
                 self._kmeans_init(slot, z, False)
             idx, _ = self._search(z, slot)
             r = r - self.embed[slot].float()[idx]
 
-    def decode_flat(self, indices: Tensor, grad: bool = False) -> Tensor:
+    def decode_flat(self, indices: Tensor, grad: bool = False, group: int = 0) -> Tensor:
         """Sum of codes for ``indices`` (M, Q') (``-1`` = none) -> (M, D) fp32."""
         n = indices.shape[1]
         if not grad:
-            return ops.rvq_decode(indices, self._stage_codebooks(n).contiguous(), backend=self.backend)
+            return ops.rvq_decode(indices, self._stage_codebooks(n, group).contiguous(), backend=self.backend)
         out = 0
         for q in range(n):
             idx = indices[:, q]
-            code = self.embed[self._slot(q)].float()[idx.clamp(min=0)]
+            code = self.embed[self._slot(q, group)].float()[idx.clamp(min=0)]
             out = out + code * (idx >= 0).unsqueeze(1)
         return out
