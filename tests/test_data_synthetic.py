@@ -21,7 +21,10 @@ def test_generator_is_deterministic(tmp_path):
     c = generate_dataset(tmp_path / "c", n_motions=6, seed=6)
     assert _files(c)["new_joint_vecs/000000.npy"] != fa["new_joint_vecs/000000.npy"]
     splits = [(a / f"{s}.txt").read_text().split() for s in ("train", "val", "test")]
-    assert sorted(sum(splits, [])) == [f"{i:06d}" for i in range(6)]
+    assert sorted(sum(splits, [])) == sorted([f"{i:06d}" for i in range(3)]
+                                             + [f"M{i:06d}" for i in range(3)])
+    for lst in splits:  # a motion and its mirrored copy always share a split
+        assert all(("M" + n if not n.startswith("M") else n[1:]) in lst for n in lst)
     std = np.load(a / "Std.npy")
     assert std.shape == (263,) and (std > 0).all()
     line = (a / "texts/000000.txt").read_text().splitlines()[0]
@@ -39,7 +42,7 @@ def test_motion_plausibility():
             length = np.linalg.norm(j[:, a] - j[:, b], axis=-1)
             assert length.std() < 1e-9
         step = np.linalg.norm(np.diff(j, axis=0), axis=-1).max()
-        assert step < 0.5  # metres per frame: smooth trajectories
+        assert step < 0.8  # metres per frame (16 m/s: a kick's foot or a flip's feet at most)
         assert len(m.captions) == 3 and all(c.split()[0] in ("a", "someone", "the") for c in m.captions)
 
 
@@ -85,25 +88,49 @@ def test_resolve_dataset(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "env" / MANIFEST).read_text())["n_motions"] == 4
 
 
-def test_new_actions_cover_kneeling_bends_twists_and_crossed_arms():
-    from rvqfast.data.synthetic import ACTIONS, GENERATOR_VERSION
-    from rvqfast.motion.posecodes import POSECODE_SLOTS, posecode_indices
-    assert GENERATOR_VERSION >= 2  # v1 caches lack these actions and must be regenerated
-    assert {"kneel", "side_bend", "twist", "cross_arms", "clap", "throw"} <= set(ACTIONS)
-    seen: dict[str, set] = {}
-    knees_down = False
-    for i in range(60):
-        m = generate_motion(0, i)
+def test_v3_actions_are_on_the_canonical_skeleton_and_cover_floor_and_whole_body_poses():
+    from rvqfast.data.synthetic import ACTIONS, FAMILIES, FAMILY_OF, GENERATOR_VERSION
+    from rvqfast.motion.posecodes import category_index, posecode_indices, POSECODE_SLOTS
+    from rvqfast.motion.retarget import REFERENCE_BONE_LENGTHS, bone_lengths
+    assert GENERATOR_VERSION >= 3  # v2 caches lack these actions and must be regenerated
+    assert {"cartwheel", "handstand", "roll", "get_up", "backflip", "spin_kick", "lunge",
+            "reach_floor", "crawl", "sweep"} <= set(ACTIONS) == set(FAMILY_OF)
+    assert sum(len(v) for v in FAMILIES.values()) == len(ACTIONS)
+
+    def slot_hits(j, slot, label):
+        s = POSECODE_SLOTS.index(slot)
+        return (posecode_indices(j)[:, s] == category_index(slot, label)).any()
+
+    for i, act in enumerate(["handstand", "cartwheel", "get_up", "roll", "backflip"]):
+        m = generate_motion(0, i, [act])
         j = m.joints
-        for a, b in ((16, 18), (1, 4), (9, 12)):  # upper arm, thigh, spine3-neck keep length
-            assert np.linalg.norm(j[:, a] - j[:, b], axis=-1).std() < 1e-9
+        assert np.allclose(bone_lengths(j)[1:], REFERENCE_BONE_LENGTHS[1:])
         assert abs(j[..., 1].min()) < 1e-9
-        if m.actions == ["kneel"]:
-            knees_down |= bool((j[:, [4, 5], 1].min(0) < 0.10).all())
-        idx = posecode_indices(j)
+        assert np.linalg.norm(np.diff(j, axis=0), axis=-1).max() < 1.0  # m per frame
+        if act in ("handstand", "cartwheel", "roll", "backflip"):  # upside down at some point
+            assert (j[:, 15, 1] < j[:, 0, 1] - 0.3).any(), act
+            assert (j[:, [7, 8], 1].min(1) > j[:, 12, 1]).any(), act
+        if act == "get_up":  # lying: trunk horizontal and low, standing at the end
+            assert slot_hits(j, "vertical:torso", "horizontal")
+            assert j[:8, 12, 1].max() < 0.45 and j[-1, 12, 1] > 1.2
+
+
+def test_mirrored_copy_and_sweeps_reach_full_flexion(tmp_path):
+    from rvqfast.data.synthetic import mirror_motion
+    from rvqfast.motion.posecodes import posecode_indices, POSECODE_SLOTS
+    m = generate_motion(0, 1, ["wave"])
+    mm = mirror_motion(m)
+    assert np.allclose(mm.joints[:, 20, 0], -m.joints[:, 21, 0])
+    assert all(("left" in a) == ("right" in b) for a, b in zip(m.captions, mm.captions))
+    # Range-of-motion sweeps take knees and elbows to full flexion ("completely bent", < 10
+    # deg) somewhere in a few dozen motions: categories v2 never produced.
+    want = {"angle:left_knee", "angle:right_knee", "angle:left_elbow", "angle:right_elbow"}
+    seen = set()
+    for i in range(40):
+        idx = posecode_indices(generate_motion(3, i, ["sweep"]).joints)
         for s, slot in enumerate(POSECODE_SLOTS):
-            seen.setdefault(slot, set()).update(np.unique(idx[:, s]).tolist())
-    assert knees_down
-    for slot in ("relpos_x:left_hand-right_hand", "relpos_x:neck-pelvis",
-                 "relpos_y:left_shoulder-right_shoulder", "ground:left_knee", "ground:right_knee"):
-        assert len(seen[slot]) >= 2, slot
+            if slot in want and (idx[:, s] == 0).any():
+                seen.add(slot)
+    assert seen, "no sweep reached full knee or elbow flexion"
+    with pytest.raises(ValueError, match="actions"):
+        generate_motion(0, 0, ["moonwalk"])

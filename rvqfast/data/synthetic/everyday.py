@@ -1,125 +1,18 @@
-"""Deterministic generator of the embedded default dataset (HumanML3D layout).
-
-Motions come from a parametric kinematic model: per-subject scaled bone lengths, forward
-kinematics over the 22-joint tree, per-joint Euler angles driven by smooth periodic or
-key-framed functions of time per action, a root trajectory integrated from speed, sideways
-speed and yaw rate, and floor placement that keeps the lowest joint on y=0 (plus a lift
-term while airborne). Each motion is one or two action segments, blended smoothly, and gets
-three template captions that match its actions and parameters.
-"""
+"""The scripted everyday actions (walk, run, jump, sit, squat, kneel, wave, kick, punch, crawl,
+throw, dance, ...): each maps (frames, times, rng) to a :class:`~.kinematics.Segment` with
+three alternative verb phrases."""
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..motion.features import features_to_joints, joints_to_features
-from ..motion.skeleton import FEATURE_DIM, FPS, NUM_JOINTS, PARENTS, REST_OFFSETS
-
-# Bump whenever generated files change: the default cache folder is named after it, so a stale
-# cache from an older generator is regenerated instead of reused.
-GENERATOR_VERSION = 2
-MANIFEST = "rvqfast_dataset.json"
-DEFAULT_N_MOTIONS = 2400
-STD_EPS = 1e-3
-
-# Joint indices used by the actions.
-PELVIS, L_HIP, R_HIP, SPINE1, L_KNEE, R_KNEE, SPINE2, L_ANKLE, R_ANKLE, SPINE3 = range(10)
-NECK, L_COLLAR, R_COLLAR, HEAD, L_SH, R_SH, L_ELB, R_ELB = 12, 13, 14, 15, 16, 17, 18, 19
-L_WRIST, R_WRIST = 20, 21
-SPINE = (SPINE1, SPINE2, SPINE3)
-# How a trunk bend or twist is shared out over the three spine joints (sums to 1).
-SPINE_SHARE = np.array([0.2, 0.35, 0.45])
-X, Y, Z = 0, 1, 2
-
-
-@dataclass
-class Segment:
-    """Per-frame drivers of one action segment."""
-    ang: np.ndarray        # (T, 22, 3) Euler angles (x, y, z) in radians, R = Ry Rz Rx
-    speed: np.ndarray      # (T,) forward speed m/s in the heading frame
-    lateral: np.ndarray    # (T,) leftward speed m/s
-    yaw_rate: np.ndarray   # (T,) rad/s, positive turns left
-    lift: np.ndarray       # (T,) extra root height while airborne (m)
-    phrases: list[str] = field(default_factory=list)  # alternative descriptions (verb phrases)
-
-
-def _blank(n: int) -> Segment:
-    z = np.zeros(n)
-    return Segment(np.zeros((n, NUM_JOINTS, 3)), z.copy(), z.copy(), z.copy(), z.copy())
-
-
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3 - 2 * x)
-
-
-def _duration(t: np.ndarray) -> float:
-    """Length in seconds of a segment sampled at times ``t`` (one frame past the last sample)."""
-    return t[-1] + 1.0 / FPS
-
-
-def _pick_side(rng: np.random.Generator) -> tuple[str, float]:
-    """A random body side and its sign (+1 left, -1 right)."""
-    side = rng.choice(["left", "right"])
-    return side, 1.0 if side == "left" else -1.0
-
-
-def _sway(t: np.ndarray, dur: float, freq: float) -> np.ndarray:
-    """Sinusoid at ``freq`` Hz faded in and out over 0.5 s, for back-and-forth movements."""
-    return np.sin(2 * np.pi * freq * t) * _smoothstep(t / 0.5) * _smoothstep((dur - t) / 0.5)
-
-
-def _envelope(t: np.ndarray, dur: float, ramp: float = 0.4) -> np.ndarray:
-    """0 -> 1 -> 0 window with smooth ramps, for key-framed actions."""
-    return _smoothstep(t / ramp) * _smoothstep((dur - t) / ramp)
-
-
-def _speed_word(rng: np.random.Generator, factor: float) -> tuple[str, str]:
-    if factor < 0.85:
-        return "slowly", rng.choice(["slowly", "at a slow pace", "carefully"])
-    if factor > 1.15:
-        return "quickly", rng.choice(["quickly", "fast", "at a brisk pace"])
-    return "", rng.choice(["", "normally", "steadily"])
-
-
-def _arms_relaxed(s: Segment, rng: np.random.Generator) -> None:
-    s.ang[:, L_SH, Z] += 0.08
-    s.ang[:, R_SH, Z] -= 0.08
-    s.ang[:, [L_ELB, R_ELB], X] -= rng.uniform(0.1, 0.3)
-
-
-def _gait(s: Segment, t: np.ndarray, freq: float, hip: float, knee: float, arm: float,
-          elbow: float, lean: float) -> None:
-    ph = 2 * np.pi * freq * t
-    sn = np.sin(ph)
-    s.ang[:, L_HIP, X] = -hip * sn
-    s.ang[:, R_HIP, X] = hip * sn
-    s.ang[:, L_KNEE, X] = 0.08 + knee * np.clip(np.sin(ph + 1.0), 0, None)
-    s.ang[:, R_KNEE, X] = 0.08 + knee * np.clip(np.sin(ph + 1.0 + np.pi), 0, None)
-    s.ang[:, L_ANKLE, X] = 0.25 * np.sin(ph - 0.5)
-    s.ang[:, R_ANKLE, X] = -0.25 * np.sin(ph - 0.5)
-    s.ang[:, L_SH, X] = arm * sn
-    s.ang[:, R_SH, X] = -arm * sn
-    s.ang[:, L_SH, Z] = 0.1
-    s.ang[:, R_SH, Z] = -0.1
-    s.ang[:, [L_ELB, R_ELB], X] = -elbow
-    s.ang[:, SPINE2, Y] = 0.08 * sn
-    s.ang[:, PELVIS, X] = lean
-
-
-_LEGS = ((L_HIP, L_KNEE, L_ANKLE), (R_HIP, R_KNEE, R_ANKLE))
-
-
-def _flat_feet(s: Segment, legs=_LEGS) -> None:
-    """Ankle angle that keeps each foot level given root pitch, hip and knee (all about X), for
-    the given (hip, knee, ankle) legs."""
-    for hip, knee, ankle in legs:
-        s.ang[:, ankle, X] = -(s.ang[:, PELVIS, X] + s.ang[:, hip, X] + s.ang[:, knee, X])
-
+from ...motion.skeleton import FPS
+from .kinematics import *  # noqa: F401,F403  (joint indices and helpers)
+from .kinematics import (
+    SPINE, SPINE_SHARE, Segment, _arms_relaxed, _blank, _duration, _envelope, _flat_feet, _gait,
+    _keys, _lock_feet, _pick_side, _smoothstep, _speed_word, _sway, _twist, forward_kinematics,
+)
 
 def act_walk(n, t, rng, kind="walk"):
     s = _blank(n)
@@ -440,22 +333,6 @@ def act_bend_over(n, t, rng):
     return s
 
 
-def _keys(t: np.ndarray, times, values) -> np.ndarray:
-    """Key-framed channel: eased (smoothstep) interpolation between (time, value) keys."""
-    times = np.asarray(times, dtype=np.float64)
-    values = np.asarray(values, dtype=np.float64)
-    k = np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 2)
-    u = _smoothstep((t - times[k]) / np.maximum(times[k + 1] - times[k], 1e-9))
-    return values[k] + (values[k + 1] - values[k]) * u
-
-
-def _lock_feet(s: Segment, off: np.ndarray, feet: list[int]) -> None:
-    """Root speed that keeps the given (planted) joints in place horizontally, so a pose change
-    such as kneeling down moves the hips over the feet instead of sliding the feet."""
-    pos = forward_kinematics(s.ang, off)[:, feet].mean(1)
-    s.speed[:] = -np.gradient(pos[:, 2]) * FPS
-    s.lateral[:] = -np.gradient(pos[:, 0]) * FPS
-
 
 def act_kneel(n, t, rng, off):
     s = _blank(n)
@@ -534,12 +411,6 @@ def act_side_bend(n, t, rng):
                      f"tilts the upper body to the {side}"]
     return s
 
-
-def _twist(s: Segment, amount: np.ndarray) -> None:
-    """Turn the shoulders relative to the hips (positive: to the left), sharing the rotation
-    over the spine and drawing the scapulae along, as in a real trunk rotation."""
-    s.ang[:, list(SPINE), Y] += amount[:, None] * SPINE_SHARE
-    s.ang[:, [L_COLLAR, R_COLLAR], Y] += 0.35 * amount[:, None]
 
 
 def act_twist(n, t, rng):
@@ -641,7 +512,9 @@ def act_throw(n, t, rng):
     return s
 
 
-ACTIONS: dict[str, tuple[Callable, tuple[float, float]]] = {
+
+
+EVERYDAY: dict[str, tuple[Callable, tuple[float, float]]] = {
     "walk": (lambda n, t, r: act_walk(n, t, r, "walk"), (3.0, 7.0)),
     "run": (lambda n, t, r: act_walk(n, t, r, "run"), (2.0, 5.0)),
     "jog": (lambda n, t, r: act_walk(n, t, r, "jog"), (2.5, 6.0)),
@@ -669,230 +542,5 @@ ACTIONS: dict[str, tuple[Callable, tuple[float, float]]] = {
     "raise_arms": (act_raise_arms, (2.0, 4.0)),
     "bend_over": (act_bend_over, (2.5, 4.5)),
 }
-ACTION_NAMES = list(ACTIONS)
 # Actions whose pose depends on the subject's proportions get the bone offsets too.
 _NEEDS_OFFSETS = {"crawl", "kneel"}
-
-SUBJECTS = ["a person", "someone", "a man", "a woman", "the person", "a figure"]
-
-
-def _subject_offsets(rng: np.random.Generator) -> np.ndarray:
-    off = REST_OFFSETS.copy()
-    off *= rng.uniform(0.88, 1.1)
-    legs = [L_KNEE, R_KNEE, L_ANKLE, R_ANKLE]
-    arms = [L_ELB, R_ELB, 20, 21]
-    torso = [SPINE1, SPINE2, SPINE3, NECK, HEAD]
-    off[legs] *= rng.uniform(0.92, 1.08)
-    off[arms] *= rng.uniform(0.92, 1.08)
-    off[torso] *= rng.uniform(0.92, 1.08)
-    off[[L_HIP, R_HIP, L_SH, R_SH, L_COLLAR, R_COLLAR], 0] *= rng.uniform(0.9, 1.12)
-    return off
-
-
-def _euler_to_matrix(ang: np.ndarray) -> np.ndarray:
-    """R = Ry(y) @ Rz(z) @ Rx(x) for angles (..., 3) in radians."""
-    cx, cy, cz = np.cos(ang[..., 0]), np.cos(ang[..., 1]), np.cos(ang[..., 2])
-    sx, sy, sz = np.sin(ang[..., 0]), np.sin(ang[..., 1]), np.sin(ang[..., 2])
-    one, zero = np.ones_like(cx), np.zeros_like(cx)
-    rx = np.stack([one, zero, zero, zero, cx, -sx, zero, sx, cx], -1).reshape(ang.shape[:-1] + (3, 3))
-    ry = np.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(ang.shape[:-1] + (3, 3))
-    rz = np.stack([cz, -sz, zero, sz, cz, zero, zero, zero, one], -1).reshape(ang.shape[:-1] + (3, 3))
-    return ry @ rz @ rx
-
-
-def forward_kinematics(ang: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Joint positions (T, 22, 3) relative to the root from Euler angles (T, 22, 3)."""
-    rot = _euler_to_matrix(ang)
-    glob = np.empty_like(rot)
-    pos = np.zeros(ang.shape[:-1] + (3,))
-    glob[:, 0] = rot[:, 0]
-    for j in range(1, NUM_JOINTS):
-        p = PARENTS[j]
-        glob[:, j] = glob[:, p] @ rot[:, j]
-        pos[:, j] = pos[:, p] + glob[:, p] @ offsets[j]
-    return pos
-
-
-def _gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
-    r = int(3 * sigma)
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k /= k.sum()
-    pad = np.concatenate([np.repeat(x[:1], r, 0), x, np.repeat(x[-1:], r, 0)], 0)
-    flat = pad.reshape(pad.shape[0], -1)
-    out = np.empty((x.shape[0], flat.shape[1]))
-    for c in range(flat.shape[1]):
-        out[:, c] = np.convolve(flat[:, c], k, mode="valid")
-    return out.reshape(x.shape)
-
-
-@dataclass
-class Motion:
-    joints: np.ndarray        # (T, 22, 3) world positions, metres, Y up
-    actions: list[str]
-    captions: list[str]
-
-
-def generate_motion(seed: int, index: int) -> Motion:
-    """One motion, fully determined by (seed, index)."""
-    rng = np.random.default_rng([seed, index])
-    offsets = _subject_offsets(rng)
-    n_seg = 1 if rng.random() < 0.6 else 2
-    names = [ACTION_NAMES[int(rng.integers(len(ACTION_NAMES)))] for _ in range(n_seg)]
-    segs = []
-    for name in names:
-        fn, (lo, hi) = ACTIONS[name]
-        dur = rng.uniform(lo, hi) if n_seg == 1 else rng.uniform(lo, 0.5 * (lo + hi))
-        n = max(int(round(dur * FPS)), 50 if n_seg == 1 else 30)
-        t = np.arange(n) / FPS
-        segs.append(fn(n, t, rng, offsets) if name in _NEEDS_OFFSETS else fn(n, t, rng))
-    ang = np.concatenate([s.ang for s in segs])
-    drivers = np.stack([np.concatenate([getattr(s, k) for s in segs])
-                        for k in ("speed", "lateral", "yaw_rate", "lift")], -1)
-    # Smooth across segment boundaries so poses and velocities stay continuous.
-    ang = _gaussian_smooth(ang, 2.5)
-    drivers = _gaussian_smooth(drivers, 2.5)
-    speed, lateral, yaw_rate, _ = drivers.T
-    # Lift is smoothed less so that landings keep frames with the feet on the floor; the few
-    # millimetres the smoothing leaves on those frames are dropped.
-    lift = _gaussian_smooth(np.concatenate([s.lift for s in segs]), 1.0)
-    lift = np.where(lift < 0.004, 0.0, lift)
-    heading = rng.uniform(-np.pi, np.pi) + np.cumsum(yaw_rate) / FPS
-    ang[:, 0, Y] += heading
-    pos = forward_kinematics(ang, offsets)
-    vx = speed * np.sin(heading) + lateral * np.cos(heading)
-    vz = speed * np.cos(heading) - lateral * np.sin(heading)
-    root = np.stack([np.cumsum(vx) / FPS, np.zeros_like(vx), np.cumsum(vz) / FPS], -1)
-    root[:, 1] = -pos[..., 1].min(axis=1) + np.maximum(lift, 0.0)
-    root[:, [0, 2]] += rng.uniform(-2, 2, size=2)
-    joints = pos + root[:, None, :]
-
-    captions = []
-    for k in range(3):
-        subj = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
-        parts = [segs[i].phrases[(k + i) % len(segs[i].phrases)] for i in range(n_seg)]
-        glue = [" then ", " and then ", ", after that "][k]
-        captions.append(f"{subj} {glue.join(parts)}".replace("  ", " ").strip())
-    return Motion(joints.astype(np.float64), names, captions)
-
-
-# --- captions: a small rule-based POS tagger producing HumanML3D-style tokens ---------------
-_POS = {
-    "a": "DET", "an": "DET", "the": "DET", "both": "DET", "all": "DET", "few": "ADJ",
-    "person": "NOUN", "man": "NOUN", "woman": "NOUN", "figure": "NOUN", "someone": "PRON",
-    "something": "PRON", "hand": "NOUN", "hands": "NOUN", "arm": "NOUN", "arms": "NOUN",
-    "leg": "NOUN", "foot": "NOUN", "head": "NOUN", "knees": "NOUN", "floor": "NOUN",
-    "chair": "NOUN", "circle": "NOUN", "seat": "NOUN", "toes": "NOUN", "waist": "NOUN",
-    "music": "NOUN", "air": "NOUN", "way": "NOUN", "moment": "NOUN", "pace": "NOUN",
-    "fists": "NOUN", "punches": "NOUN", "squats": "NOUN", "jacks": "NOUN", "jumps": "VERB",
-    "jump": "NOUN", "kick": "NOUN", "crouch": "NOUN", "times": "NOUN",
-    "left": "ADJ", "right": "ADJ", "other": "ADJ", "full": "ADJ", "long": "ADJ", "low": "ADJ",
-    "high": "ADV", "slow": "ADJ", "brisk": "ADJ", "front": "NOUN", "jumping": "VERB",
-    "star": "NOUN", "hello": "INTJ", "once": "ADV", "twice": "ADV", "three": "NUM",
-    "quickly": "ADV", "slowly": "ADV", "fast": "ADV", "carefully": "ADV", "normally": "ADV",
-    "steadily": "ADV", "forward": "ADV", "backwards": "ADV", "sideways": "ADV", "then": "ADV",
-    "around": "ADV", "down": "ADV", "up": "ADP", "back": "ADV", "again": "ADV", "still": "ADV",
-    "briefly": "ADV", "energetically": "ADV", "completely": "ADV", "straight": "ADV",
-    "out": "ADV", "after": "ADP", "that": "PRON", "in": "ADP", "on": "ADP", "to": "ADP",
-    "with": "ADP", "over": "ADP", "into": "ADP", "of": "ADP", "at": "ADP", "above": "ADP",
-    "before": "ADP", "without": "ADP", "for": "ADP", "while": "SCONJ", "and": "CCONJ", "is": "AUX",
-    "place": "NOUN", "knee": "NOUN", "chest": "NOUN", "body": "NOUN", "torso": "NOUN",
-    "shoulder": "NOUN", "ball": "NOUN", "side": "NOUN", "twists": "NOUN", "bends": "NOUN",
-    "one": "NUM", "upper": "ADJ", "overhand": "ADV", "overhead": "ADV", "behind": "ADV",
-    "across": "ADP", "crossed": "VERB",
-}
-_VERB_LEMMA = {
-    "walks": "walk", "runs": "run", "jogs": "jog", "sneaks": "sneak", "curving": "curve",
-    "running": "run", "jogging": "jog", "walking": "walk", "moves": "move", "crouching": "crouch",
-    "steps": "step", "shuffles": "shuffle", "turns": "turn", "rotates": "rotate", "spins": "spin",
-    "leaps": "leap", "does": "do", "hops": "hop", "performs": "perform", "sits": "sit",
-    "takes": "take", "gets": "get", "standing": "stand", "stands": "stand", "squats": "squat",
-    "crouches": "crouch", "stays": "stay", "held": "hold", "waves": "wave", "raises": "raise",
-    "kicks": "kick", "throws": "throw", "boxes": "box", "punching": "punch", "crawls": "crawl",
-    "crawling": "crawl", "dances": "dance", "spinning": "spin", "sways": "sway", "looks": "look",
-    "looking": "look", "waits": "wait", "moving": "move", "holds": "hold", "lifts": "lift",
-    "stretches": "stretch", "bends": "bend", "touch": "touch", "leans": "lean", "pick": "pick",
-    "face": "face", "side": "side", "punches": "punch", "kneels": "kneel", "goes": "go",
-    "tilts": "tilt", "reaches": "reach", "twists": "twist", "claps": "clap", "applauds": "applaud",
-    "crosses": "cross", "folds": "fold", "winds": "wind",
-}
-
-
-def tokenize(caption: str) -> str:
-    """HumanML3D-style ``word/POS`` tokens (lemmatised verbs) for a caption."""
-    toks = []
-    words = caption.lower().replace(",", " ").split()
-    for i, w in enumerate(words):
-        prev = words[i - 1] if i else ""
-        if w in _VERB_LEMMA and (w not in _POS or prev in ("person", "someone", "man", "woman",
-                                                             "figure", "then", "and", "is")):
-            toks.append(f"{_VERB_LEMMA[w]}/VERB")
-        else:
-            toks.append(f"{w}/{_POS.get(w, 'NOUN')}")
-    return " ".join(toks)
-
-
-def caption_lines(captions: list[str]) -> str:
-    return "".join(f"{c}#{tokenize(c)}#0.0#0.0\n" for c in captions)
-
-
-def split_names(names: list[str], seed: int) -> dict[str, list[str]]:
-    """Deterministic ~80/5/15 train/val/test split."""
-    order = np.random.default_rng([seed, 7]).permutation(len(names))
-    n_val = max(1, round(0.05 * len(names)))
-    n_test = max(1, round(0.15 * len(names)))
-    test = sorted(names[i] for i in order[:n_test])
-    val = sorted(names[i] for i in order[n_test:n_test + n_val])
-    train = sorted(names[i] for i in order[n_test + n_val:])
-    return {"train": train, "val": val, "test": test}
-
-
-def write_stats(out: Path, train_features: list[np.ndarray]) -> None:
-    """Mean.npy / Std.npy over the training features (std floored at STD_EPS)."""
-    allf = np.concatenate(train_features, 0).astype(np.float64)
-    np.save(out / "Mean.npy", allf.mean(0).astype(np.float32))
-    np.save(out / "Std.npy", np.maximum(allf.std(0), STD_EPS).astype(np.float32))
-
-
-def generate_dataset(out: str | Path, *, n_motions: int = DEFAULT_N_MOTIONS, seed: int = 0,
-                     progress: bool = False) -> Path:
-    """Write a synthetic HumanML3D-layout dataset into the folder ``out`` (created; must be
-    empty or absent). Same (n_motions, seed) gives byte-identical files."""
-    if not isinstance(n_motions, int) or n_motions < 3:
-        raise ValueError(f"n_motions: expected an integer >= 3, got {n_motions!r}")
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"out: {out} exists and is not empty; choose a new folder")
-    for sub in ("new_joints", "new_joint_vecs", "texts"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    names = [f"{i:06d}" for i in range(n_motions)]
-    splits = split_names(names, seed)
-    train = set(splits["train"])
-    train_feats = []
-    it = range(n_motions)
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="generating motions", unit="motion")
-    action_counts: dict[str, int] = {}
-    for i in it:
-        m = generate_motion(seed, i)
-        feats = joints_to_features(m.joints)
-        joints = features_to_joints(feats)
-        np.save(out / "new_joint_vecs" / f"{names[i]}.npy", feats)
-        np.save(out / "new_joints" / f"{names[i]}.npy", joints.astype(np.float32))
-        (out / "texts" / f"{names[i]}.txt").write_text(caption_lines(m.captions))
-        for a in m.actions:
-            action_counts[a] = action_counts.get(a, 0) + 1
-        if names[i] in train:
-            train_feats.append(feats)
-    for split, lst in splits.items():
-        (out / f"{split}.txt").write_text("".join(n + "\n" for n in lst))
-    (out / "all.txt").write_text("".join(n + "\n" for n in names))
-    write_stats(out, train_feats)
-    manifest = {
-        "generator": "rvqfast.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
-        "n_motions": n_motions, "fps": FPS, "feature_dim": FEATURE_DIM,
-        "splits": {k: len(v) for k, v in splits.items()},
-        "actions": dict(sorted(action_counts.items())),
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return out
