@@ -11,7 +11,8 @@ State dicts saved from vector-quantize-pytorch load directly (see :mod:`.compat`
 from __future__ import annotations
 
 from .compat import to_vector_quantize_pytorch
+from .grouped import GroupedResidualVQ
 from .residual_vq import ResidualVQ
 from .vector_quantize import VectorQuantize
 
-__all__ = ["ResidualVQ", "VectorQuantize", "to_vector_quantize_pytorch"]
+__all__ = ["GroupedResidualVQ", "ResidualVQ", "VectorQuantize", "to_vector_quantize_pytorch"]

@@ -78,6 +78,7 @@ class QuantizerCore(nn.Module):
         self.backend = backend
         self.precision = precision
         self._warned_nograd = False
+        self._frozen = False
 
         s = num_groups * (1 if shared_codebook else num_stages)
         if kmeans_init:
@@ -156,13 +157,29 @@ class QuantizerCore(nn.Module):
         diff = z - cb[idx]
         return idx, (diff * diff).sum(1)
 
+    def set_forward_options(self, sample_codebook_temp: float | None, freeze_codebook: bool | None) -> tuple:
+        """Apply one forward's ``sample_codebook_temp`` / ``freeze_codebook`` overrides
+        (vector-quantize-pytorch's forward arguments); returns what :meth:`restore_forward_options`
+        puts back. A frozen codebook gets no EMA update and no dead-code replacement."""
+        saved = (self.sample_codebook_temp, self._frozen)
+        if sample_codebook_temp is not None:
+            if float(sample_codebook_temp) < 0:
+                raise ValueError(f"sample_codebook_temp must be >= 0, got {sample_codebook_temp!r}")
+            self.sample_codebook_temp = float(sample_codebook_temp)
+        if freeze_codebook is not None:
+            self._frozen = bool(freeze_codebook)
+        return saved
+
+    def restore_forward_options(self, saved: tuple) -> None:
+        self.sample_codebook_temp, self._frozen = saved
+
     # ------------------------------------------------------------------- codebook updates
     def _sync_now(self) -> bool:
         return self.training and torch.is_grad_enabled() and ddp.resolve_sync(self.sync_codebook)
 
     def _updates_allowed(self) -> bool:
         """Training updates run in training mode; under no_grad only when not distributed."""
-        if not self.training:
+        if not self.training or self._frozen:
             return False
         if torch.is_grad_enabled() or not ddp.resolve_sync(self.sync_codebook):
             return True

@@ -50,7 +50,8 @@ class ResidualVQ(QuantizerCore):
         backend: rvqfast backend for the search (``"auto"``, ``"reference"``, ``"cpu"``, ...).
         precision: search precision (``"exact"``, ``"certified"``, ``"bf16"``, ``"auto"``).
 
-    ``forward(x, mask=None, indices=None, return_all_codes=False)`` returns
+    ``forward(x, mask=None, indices=None, return_all_codes=False, sample_codebook_temp=None,
+    freeze_codebook=False)`` returns
     ``(quantized, indices (..., Q) int64, commit_losses (Q,))`` (plus all codes (Q, ..., D)).
     """
 
@@ -83,9 +84,11 @@ class ResidualVQ(QuantizerCore):
         straight_through: bool = False,
         backend: str = "auto",
         precision: str = "auto",
+        _groups: int = 1,
         **kwargs: Any,
     ) -> None:
-        reject_kwargs("ResidualVQ", kwargs)
+        # ``_groups`` is internal: GroupedResidualVQ holds its groups' codebooks in this engine.
+        reject_kwargs(type(self).__name__, kwargs)
         if isinstance(codebook_size, tuple):
             if len(set(codebook_size)) != 1:
                 raise ValueError(f"codebook_size must be one size for all stages in rvqfast, got {codebook_size}")
@@ -108,7 +111,7 @@ class ResidualVQ(QuantizerCore):
             stochastic_sample_codes=stochastic_sample_codes, sample_codebook_temp=sample_codebook_temp,
             straight_through=straight_through, backend=backend, precision=precision,
         )
-        super().__init__(num_stages=num_quantizers, shared_codebook=bool(shared_codebook), **core)
+        super().__init__(num_stages=num_quantizers, shared_codebook=bool(shared_codebook), num_groups=_groups, **core)
         self.dim = dim
         self.codebook_dim = cdim
         self.num_quantizers = num_quantizers
@@ -119,13 +122,23 @@ class ResidualVQ(QuantizerCore):
         self.project_in, self.project_out = projections(dim, cdim)
         self.has_projections = cdim != dim
 
+    def _group_codebooks(self, group: int = 0) -> Tensor:
+        """(Q, K, codebook_dim) codes of every stage of ``group`` (a shared codebook repeats)."""
+        if self.shared_codebook:
+            return self.embed[group : group + 1].expand(self.num_quantizers, -1, -1)
+        base = group * self.num_quantizers
+        return self.embed[base : base + self.num_quantizers]
+
     @property
     def codebooks(self) -> Tensor:
         """(Q, K, codebook_dim) codes of every stage (a shared codebook repeats)."""
-        return self.embed.expand(self.num_quantizers, -1, -1) if self.shared_codebook else self.embed
+        return self._group_codebooks(0)
 
     def get_codes_from_indices(self, indices: Tensor) -> Tensor:
         """Codes (Q, ..., codebook_dim) for indices (..., Q'); ``-1`` and missing stages give 0."""
+        return self._codes_from_indices(indices, 0)
+
+    def _codes_from_indices(self, indices: Tensor, group: int) -> Tensor:
         if not isinstance(indices, Tensor) or indices.dtype.is_floating_point or indices.dim() < 2:
             raise ValueError("indices must be an integer tensor of shape (B, ..., Q)")
         qn = indices.shape[-1]
@@ -142,7 +155,7 @@ class ResidualVQ(QuantizerCore):
             raise ValueError(f"indices out of range: expected -1 or [0, {self.codebook_size}), got [{lo}, {hi}]")
         idx = indices.long().movedim(-1, 0)  # (Q, ...)
         keep = (idx >= 0).unsqueeze(-1)
-        cbs = self.codebooks
+        cbs = self._group_codebooks(group)
         codes = torch.stack([cbs[q][idx[q].clamp(min=0)] for q in range(self.num_quantizers)])
         return codes * keep
 
@@ -159,6 +172,8 @@ class ResidualVQ(QuantizerCore):
         mask: Tensor | None = None,
         indices: Tensor | list[Tensor] | None = None,
         return_all_codes: bool = False,
+        sample_codebook_temp: float | None = None,
+        freeze_codebook: bool = False,
     ):
         """Quantize ``x``; see the class docstring for shapes.
 
@@ -170,26 +185,39 @@ class ResidualVQ(QuantizerCore):
         mask = check_mask(mask, xs.shape[0], xs.shape[1])
         h = self.project_in(xs)
         if indices is not None:
-            return self._forward_ce(h, indices, mask, layout)
-        updates = self._updates_allowed()
-        last = self.dropout_cutoff(
-            self.training and self.quantize_dropout,
-            self.quantize_dropout_cutoff_index,
-            updates and self._sync_now(),
-            xs.device,
-        )
-        out, idx, losses = self.quantize_seq(h, mask, last)
-        pad = self.num_quantizers - idx.shape[-1]
-        if pad:
-            idx = F.pad(idx, (0, pad), value=-1)
-            losses = F.pad(losses, (0, pad), value=0.0)
+            out, ce = self._forward_ce(h, indices, mask, 0, self.project_out)
+            return from_sequence(out, layout), ce
+        saved = self.set_forward_options(sample_codebook_temp, freeze_codebook)
+        try:
+            out, idx, losses = self._quantize_group(h, mask, self.last_stage(xs.device), 0)
+        finally:
+            self.restore_forward_options(saved)
         q = output_layout(self.project_out(out), mask, self.has_projections, layout)
         idx = indices_layout(idx, layout)
         if not return_all_codes:
             return q, idx, losses
         return q, idx, losses, self.get_codes_from_indices(idx)
 
-    def _forward_ce(self, h: Tensor, indices, mask: Tensor | None, layout) -> tuple[Tensor, Tensor]:
+    def last_stage(self, device: torch.device) -> int:
+        """The last stage this forward runs (random under quantize dropout in training)."""
+        updates = self._updates_allowed()
+        return self.dropout_cutoff(
+            self.training and self.quantize_dropout,
+            self.quantize_dropout_cutoff_index,
+            updates and self._sync_now(),
+            device,
+        )
+
+    def _quantize_group(self, h: Tensor, mask: Tensor | None, last: int, group: int) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, N, codebook_dim) -> quantized, indices (B, N, Q) (``-1`` past ``last``), losses (Q,)."""
+        out, idx, losses = self.quantize_seq(h, mask, last, group)
+        pad = self.num_quantizers - idx.shape[-1]
+        if pad:
+            idx = F.pad(idx, (0, pad), value=-1)
+            losses = F.pad(losses, (0, pad), value=0.0)
+        return out, idx, losses
+
+    def _forward_ce(self, h: Tensor, indices, mask: Tensor | None, group: int, project_out) -> tuple[Tensor, Tensor]:
         if isinstance(indices, list):
             indices = torch.stack(indices, -1)
         b, n, _ = h.shape
@@ -199,8 +227,9 @@ class ResidualVQ(QuantizerCore):
             raise ValueError("indices contain -1 (dropped stages): use indices produced in eval mode")
         r = h.float()
         ce = h.new_zeros((), dtype=torch.float32)
+        cbs = self._group_codebooks(group)
         for q in range(indices.shape[-1]):
-            cb = self.codebooks[q].float()
+            cb = cbs[q].float()
             z = self._transform(r)
             logits = code_logits(z, cb, self.use_cosine_sim)
             tgt = indices[..., q].long()
@@ -208,5 +237,5 @@ class ResidualVQ(QuantizerCore):
                 tgt = tgt.masked_fill(~mask, -1)
             ce = ce + F.cross_entropy(logits.reshape(b * n, -1), tgt.reshape(-1), ignore_index=-1)
             r = r - cb[indices[..., q].long()]
-        out = self.project_out(self.get_codes_from_indices(indices).sum(0).to(h.dtype))
-        return from_sequence(out, layout), ce
+        out = project_out(self._codes_from_indices(indices, group).sum(0).to(h.dtype))
+        return out, ce

@@ -1,0 +1,121 @@
+"""Grouped residual VQ, a drop-in for ``vector_quantize_pytorch.GroupedResidualVQ``."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .frontend import check_mask, from_sequence, indices_layout, projections, to_sequence
+from .residual_vq import ResidualVQ
+
+
+class _GroupProjection(nn.Module):
+    """One group's projections, under the names vector-quantize-pytorch gives them
+    (``rvqs.{g}.project_in`` / ``project_out``), so its checkpoints load unchanged."""
+
+    def __init__(self, dim: int, codebook_dim: int) -> None:
+        super().__init__()
+        self.project_in, self.project_out = projections(dim, codebook_dim)
+
+
+class GroupedResidualVQ(ResidualVQ):
+    """The feature dimension split into ``groups`` chunks, each quantized by its own residual VQ.
+
+    Takes ``vector_quantize_pytorch.GroupedResidualVQ``'s arguments: ``dim``, ``groups``,
+    ``accept_image_fmap`` and every :class:`ResidualVQ` keyword (applied to each group, whose
+    ``dim`` is ``dim // groups``). The codebooks of all groups and stages live in one
+    (G*Q, K, codebook_dim) tensor of one engine; each group runs through the fused all-stages
+    search in eval. State dicts of vector-quantize-pytorch (``rvqs.{g}.layers.{q}._codebook.*``)
+    load directly.
+
+    ``forward(x, indices=None, return_all_codes=False, sample_codebook_temp=None,
+    freeze_codebook=False, mask=None)`` returns ``(quantized, indices (G, ..., Q), commit_losses
+    (G, Q))`` (plus all codes (G, Q, ..., codebook_dim)); with ``indices`` (one (B, N, Q) tensor
+    per group) it returns ``(quantized, summed cross-entropy)``.
+    """
+
+    def __init__(self, *, dim: int, groups: int = 1, accept_image_fmap: bool = False, **kwargs: Any) -> None:
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups must be a positive int, got {groups!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or dim % groups:
+            raise ValueError(f"dim must be a positive int divisible by groups={groups}, got {dim!r}")
+        super().__init__(dim=dim // groups, accept_image_fmap=accept_image_fmap, _groups=groups, **kwargs)
+        self.groups = groups
+        self.dim_per_group = dim // groups
+        self.dim = dim
+        # Projections live per group (rvqs.{g}.*), not on the engine.
+        del self.project_in, self.project_out
+        self.rvqs = nn.ModuleList(_GroupProjection(self.dim_per_group, self.codebook_dim) for _ in range(groups))
+
+    @property
+    def split_dim(self) -> int:
+        return 1 if self.accept_image_fmap or not self.channel_last else -1
+
+    @property
+    def codebooks(self) -> Tensor:
+        """(G, Q, K, codebook_dim) codes of every group and stage."""
+        return torch.stack([self._group_codebooks(g) for g in range(self.groups)])
+
+    def _check_group_indices(self, indices) -> list[Tensor]:
+        if isinstance(indices, Tensor):
+            indices = list(indices.unbind(0))
+        if not isinstance(indices, (list, tuple)) or len(indices) != self.groups:
+            raise ValueError(f"indices must hold one tensor per group ({self.groups}), got {type(indices).__name__}")
+        return list(indices)
+
+    def get_codes_from_indices(self, indices) -> Tensor:
+        """Codes (G, Q, ..., codebook_dim) for indices (G, ..., Q)."""
+        return torch.stack([self._codes_from_indices(i, g) for g, i in enumerate(self._check_group_indices(indices))])
+
+    def get_output_from_indices(self, indices) -> Tensor:
+        """Decoded output (B, ..., dim) for indices (G, B, ..., Q) (channels first for image or
+        channel-first layouts)."""
+        outs = [self.rvqs[g].project_out(self._codes_from_indices(i, g).sum(0)) for g, i in enumerate(self._check_group_indices(indices))]
+        out = torch.cat(outs, -1)
+        if self.accept_image_fmap or not self.channel_last:
+            out = out.movedim(-1, 1)
+        return out
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Tensor,
+        indices=None,
+        return_all_codes: bool = False,
+        sample_codebook_temp: float | None = None,
+        freeze_codebook: bool = False,
+        mask: Tensor | None = None,
+    ):
+        """Quantize ``x``; see the class docstring for shapes."""
+        xs, layout = to_sequence(x, self.dim, channel_last=self.channel_last, accept_image_fmap=self.accept_image_fmap, mask=mask)
+        mask = check_mask(mask, xs.shape[0], xs.shape[1])
+        chunks = xs.chunk(self.groups, dim=-1)
+        saved = self.set_forward_options(sample_codebook_temp, freeze_codebook)
+        try:
+            if indices is not None:
+                parts = [
+                    self._forward_ce(self.rvqs[g].project_in(c), i, mask, g, self.rvqs[g].project_out)
+                    for g, (c, i) in enumerate(zip(chunks, self._check_group_indices(indices)))
+                ]
+                out = torch.cat([p[0] for p in parts], -1)
+                return from_sequence(out, layout), sum(p[1] for p in parts)
+            # One dropout cutoff for all groups, as vector-quantize-pytorch's shared seed gives.
+            last = self.last_stage(xs.device)
+            outs, idxs, losses = [], [], []
+            for g, chunk in enumerate(chunks):
+                proj = self.rvqs[g]
+                out, idx, loss = self._quantize_group(proj.project_in(chunk), mask, last, g)
+                outs.append(proj.project_out(out))
+                idxs.append(idx)
+                losses.append(loss)
+        finally:
+            self.restore_forward_options(saved)
+        q = torch.cat(outs, -1)
+        if mask is not None and self.has_projections:
+            q = q * mask.unsqueeze(-1)
+        q = from_sequence(q, layout)
+        idx = torch.stack([indices_layout(i, layout) for i in idxs])
+        ret = (q, idx, torch.stack(losses))
+        if return_all_codes:
+            ret = ret + (self.get_codes_from_indices(idx),)
+        return ret
