@@ -38,6 +38,28 @@ def check_finite(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
+# Largest |value| a search input may hold: squared distances (|x - c|^2 summed over D) must stay
+# finite in float32 (max 3.4e38) for every D the kernels take, and an overflow would silently
+# turn every distance into inf and every index into a wrong one.
+SEARCH_ABS_LIMIT = 1e15
+
+
+def check_search_input(name: str, t: torch.Tensor) -> None:
+    """Raise if ``t`` holds NaN/Inf or values beyond :data:`SEARCH_ABS_LIMIT` (one min/max pass).
+
+    Skipped while ``torch.compile`` traces, as :func:`check_finite` is."""
+    if not t.numel() or torch.compiler.is_compiling():
+        return
+    lo, hi = torch.aminmax(t.detach())  # NaN propagates into both
+    lo, hi = float(lo), float(hi)
+    if not (lo == lo and hi == hi) or abs(lo) == float("inf") or abs(hi) == float("inf"):
+        raise ValueError(f"{name} contains NaN or Inf values")
+    big = max(-lo, hi)
+    if big > SEARCH_ABS_LIMIT:
+        raise ValueError(f"{name} holds values up to {big:.3g}; squared distances would overflow float32 "
+                         f"beyond |value| {SEARCH_ABS_LIMIT:g}: rescale the data (e.g. normalise it)")
+
+
 def check_same_device(**tensors: torch.Tensor) -> torch.device:
     devices = {k: v.device for k, v in tensors.items()}
     first = next(iter(devices.values()))

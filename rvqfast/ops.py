@@ -19,6 +19,7 @@ from ._validate import (
     check_indices,
     check_precision,
     check_same_device,
+    check_search_input,
 )
 from .backends import available_backends, resolve
 
@@ -69,8 +70,8 @@ def _prep_search(x: Tensor, codebook: Tensor, cb_name: str, cb_ndim: int, cb_hin
         raise ValueError(f"{cb_name} is empty: expected at least one code (K >= 1)")
     if x.shape[1] != codebook.shape[-1]:
         raise ValueError(f"x has D={x.shape[1]} but {cb_name} has D={codebook.shape[-1]}: they must match")
-    check_finite("x", x)
-    check_finite(cb_name, codebook)
+    check_search_input("x", x)
+    check_search_input(cb_name, codebook)
     b = resolve(backend, device)
     return x.contiguous(), codebook.contiguous(), b, resolve_precision(precision, b, device, x.shape[1])
 
@@ -122,6 +123,7 @@ def rvq_decode(indices: Tensor, codebooks: Tensor, *, backend: str = "auto") -> 
     check_float("codebooks", codebooks, 3, " (Q, K, D)")
     check_indices("indices", indices, codebooks.shape[1], 2, " (N, Q)")
     device = check_same_device(indices=indices, codebooks=codebooks)
+    check_finite("codebooks", codebooks)
     if indices.shape[1] > codebooks.shape[0]:
         raise ValueError(
             f"indices has {indices.shape[1]} stages but codebooks only {codebooks.shape[0]}"

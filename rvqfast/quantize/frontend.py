@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._validate import FLOAT_DTYPES, check_precision
+from .._validate import FLOAT_DTYPES, check_precision, check_search_input
 from ..backends import BACKENDS
 
 
@@ -170,11 +170,16 @@ class Layout:
 
 
 def to_sequence(x: object, dim: int, *, channel_last: bool, accept_image_fmap: bool, mask: object) -> tuple[Tensor, Layout]:
-    """Bring ``x`` to (B, N, dim) channel-last; check dtype, rank and feature size."""
+    """Bring ``x`` to (B, N, dim) channel-last; check dtype, rank, feature size, and that it is
+    non-empty and finite with |values| <= 1e15 (an overflowing distance would pick wrong codes
+    and drag the codebooks along)."""
     if not isinstance(x, Tensor):
         raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"x must be float32, float16 or bfloat16, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"x is empty (shape {tuple(x.shape)}): expected at least one vector")
+    check_search_input("x", x)
     if accept_image_fmap:
         if x.dim() != 4:
             raise ValueError(f"x must be (B, C, H, W) with accept_image_fmap=True, got shape {tuple(x.shape)}")
