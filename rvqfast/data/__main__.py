@@ -1,4 +1,4 @@
-"""Command line: ``python -m rvqfast.data {prepare,check,import-bvh}``."""
+"""Command line: ``python -m rvqfast.data {prepare,check,import-bvh,export-bvh}``."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +81,36 @@ def _import_bvh(args) -> int:
     return 0
 
 
+def _export_bvh(args) -> int:
+    from .bvh_export import joints_to_bvh
+    from .humanml3d import DatasetError, load_array
+    from .._io import atomic_write_text
+    from ..motion.features import features_to_joints
+    src, out = Path(args.file), Path(args.out)
+    if out.suffix.lower() != ".bvh":
+        print(f"error: --out {out}: expected a file name ending in .bvh", file=sys.stderr)
+        return 2
+    try:
+        # The shape says which layout the file holds; load_array then checks it fully.
+        try:
+            shape = np.load(src, mmap_mode="r", allow_pickle=False).shape
+        except Exception:  # noqa: BLE001 - load_array below reports the unreadable file
+            shape = ()
+        if len(shape) == 2 and shape[1] == 263:
+            joints = features_to_joints(load_array(src, "(T, 263) features", (263,)).astype(np.float64))
+        else:
+            joints = load_array(src, "(T, 22, 3) joints or (T, 263) features", (22, 3)).astype(np.float64)
+        text, err = joints_to_bvh(joints, fps=args.fps)
+    except (DatasetError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, text)
+    print(f"wrote {out}: {joints.shape[0]} frames at {args.fps} fps, centimetres, Y up; "
+          f"largest joint deviation of the fitted skeleton {err * 1000:.3f} mm")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rvqfast.data", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -102,7 +132,14 @@ def main(argv: list[str] | None = None) -> int:
                         "canonical t2m skeleton (the default, as HumanML3D does)")
     for sp in (a, c, b):
         add_debug_flag(sp)
+    e = sub.add_parser("export-bvh", help="write a BVH (22-joint skeleton, rotations solved from "
+                       "positions) from a (T, 22, 3) joints or (T, 263) features .npy")
+    e.add_argument("file")
+    e.add_argument("--out", required=True, help="output .bvh file")
+    e.add_argument("--fps", type=int, default=20)
     args = p.parse_args(argv)
+    if args.cmd == "export-bvh":
+        return _export_bvh(args)
     if args.cmd == "prepare":
         from .synthetic import DEFAULT_N_MOTIONS
         if args.n_motions is None:
