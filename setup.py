@@ -65,6 +65,9 @@ setup(
     long_description=open(os.path.join(ROOT, "README.md")).read() if os.path.exists(os.path.join(ROOT, "README.md")) else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["rvqfast", "rvqfast.*"]),
+    # The studio's page and its vendored three.js / onnxruntime-web builds (gzip), so a pip install
+    # serves the studio without npm or network.
+    package_data={"rvqfast.studio": ["static/*.html", "static/*.js", "static/*.css", "static/vendor/*"]},
     python_requires=">=3.10",
     # 2.13.0 is the CPU wheel on local disk; the GPU machines run 2.11. An open upper bound would
     # let pip pull a newer multi-GB CUDA build.
