@@ -407,6 +407,8 @@ class MotionTokenizer(nn.Module):
         state = load_tensors(weights, expected=model.state_dict())
         check_finite_tensors(state, str(weights))
         model.load_state_dict(state)
+        # Pose-code labels seen in training, per slot (None for older runs): edits check against it.
+        model.posecode_seen = meta.get("posecode_seen")
         return model.to(device).eval()
 
 

@@ -387,9 +387,13 @@ def _bin_bounds() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 CATEGORY_LOW, CATEGORY_HIGH, CATEGORY_UNIT = _bin_bounds()
 
 
-def _acos_deg(c: torch.Tensor) -> torch.Tensor:
-    # Clamped strictly inside [-1, 1] so the gradient stays finite at straight limbs.
-    return torch.rad2deg(torch.acos(c.clamp(-1 + 1e-6, 1 - 1e-6)))
+def _angle_deg(sin_part: torch.Tensor, cos_part: torch.Tensor) -> torch.Tensor:
+    # atan2 rather than acos: finite gradients near straight limbs and vertical bones.
+    return torch.rad2deg(torch.atan2(sin_part, cos_part))
+
+
+def _norm(v: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt((v * v).sum(-1) + 1e-12)
 
 
 def slot_values(joints: torch.Tensor) -> torch.Tensor:
@@ -413,7 +417,7 @@ def slot_values(joints: torch.Tensor) -> torch.Tensor:
 
     u = gather(_ANG_A) - gather(_ANG_V)
     v = gather(_ANG_B) - gather(_ANG_V)
-    angle = _acos_deg((u * v).sum(-1) / torch.sqrt((u * u).sum(-1) * (v * v).sum(-1) + 1e-12))
+    angle = _angle_deg(_norm(torch.linalg.cross(u, v)), (u * v).sum(-1))
     d = gather(_DIST_A) - gather(_DIST_B)
     dist = torch.sqrt((d * d).sum(-1) + 1e-12)
     dxp = gather(_RX_A) - gather(_RX_B)
@@ -422,7 +426,7 @@ def slot_values(joints: torch.Tensor) -> torch.Tensor:
     dzp = gather(_RZ_A) - gather(_RZ_B)
     rz = dzp[..., 0] * fx + dzp[..., 2] * fz
     bone = gather(_VB) - gather(_VA)
-    vert = _acos_deg(torch.abs(bone[..., 1]) / torch.sqrt((bone * bone).sum(-1) + 1e-12))
+    vert = _angle_deg(_norm(bone[..., [0, 2]]), torch.abs(bone[..., 1]))
     height = gather(_GR)[..., 1]
     return torch.cat([angle, dist, rx, ry, rz, vert, height], dim=-1)
 
@@ -436,14 +440,17 @@ def values_to_indices(values: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def bin_violation(values: torch.Tensor, categories: torch.Tensor, margin: float | torch.Tensor = 0.0) -> torch.Tensor:
+def bin_violation(values: torch.Tensor, categories: torch.Tensor, margin: float | torch.Tensor = 0.0,
+                  slots: torch.Tensor | None = None) -> torch.Tensor:
     """How far (in bin units, >= 0) each slot value lies outside its target bin (..., 70).
 
-    ``categories`` are LOCAL targets (..., 70). The bin is shrunk by ``margin`` units on each
-    finite side (0.5 on a closed bin aims at its centre). Zero when the value is inside: a hinge
-    that is differentiable almost everywhere, used by the training loss and the edit solver.
+    ``categories`` are LOCAL targets (..., 70), or (..., S) for the slot indices ``slots``. The
+    bin is shrunk by ``margin`` units on each finite side (0.5 on a closed bin aims at its
+    centre). Zero when the value is inside: a hinge that is differentiable almost everywhere,
+    used by the training loss and the edit solver.
     """
-    flat = categories + torch.as_tensor(SLOT_OFFSETS, device=categories.device)
+    offsets = torch.as_tensor(SLOT_OFFSETS, device=categories.device)
+    flat = categories + (offsets if slots is None else offsets[slots])
     lo = CATEGORY_LOW.to(values.device, values.dtype)[flat]
     hi = CATEGORY_HIGH.to(values.device, values.dtype)[flat]
     unit = CATEGORY_UNIT.to(values.device, values.dtype)[flat]
@@ -452,3 +459,16 @@ def bin_violation(values: torch.Tensor, categories: torch.Tensor, margin: float 
     below = torch.relu(torch.nan_to_num(lo + m - values, neginf=-1.0, posinf=0.0))
     above = torch.relu(torch.nan_to_num(values - (hi - m), neginf=-1.0, posinf=0.0))
     return (below + above) / unit
+
+
+def seen_categories(joints_list) -> dict[str, list[str]]:
+    """{slot: labels that occur in any frame} over an iterable of joint arrays (T, 22, 3):
+    what a tokenizer trained on those motions has seen (recorded in its run folder)."""
+    seen = np.zeros(NUM_CATEGORIES, dtype=bool)
+    offsets = np.asarray(SLOT_OFFSETS)
+    arrays = [np.asarray(j, np.float32).reshape(-1, NUM_JOINTS, 3) for j in joints_list]
+    if arrays:  # one vectorised pass: per-motion calls cost more in overhead than in work
+        idx = posecode_indices(torch.from_numpy(np.concatenate(arrays))).numpy()
+        seen[np.unique(idx + offsets)] = True
+    return {slot: [lab for (s, lab), ok in zip(POSECODE_CATEGORIES[off:off + n], seen[off:off + n]) if ok]
+            for slot, off, n in zip(POSECODE_SLOTS, SLOT_OFFSETS, SLOT_SIZES)}

@@ -44,6 +44,8 @@ class TrainConfig:
     gif: bool = True
     # Weight of the soft pose-code consistency loss on the decoded joints (rvqfast.train.losses).
     posecode_loss_weight: float = 0.0
+    # Limb-spliced motions added to the training set, as a share of its motions (rvqfast.train.splice).
+    splice_fraction: float = 0.0
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def __post_init__(self) -> None:
@@ -74,6 +76,8 @@ class TrainConfig:
         if not (isinstance(self.posecode_loss_weight, (int, float)) and math.isfinite(self.posecode_loss_weight)
                 and self.posecode_loss_weight >= 0):
             raise ValueError(f"posecode_loss_weight: expected a finite number >= 0, got {self.posecode_loss_weight!r}")
+        if not (isinstance(self.splice_fraction, (int, float)) and 0 <= self.splice_fraction <= 4):
+            raise ValueError(f"splice_fraction: expected a number in [0, 4], got {self.splice_fraction!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay/grad_clip: expected numbers >= 0")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -299,6 +299,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
 
     _, train_ds, val_ds = _load_data(cfg, d)
     train_norm = [train_ds.normalize(f) for f in train_ds.features]
+    if cfg.splice_fraction > 0:
+        from .splice import splice_pool
+        spliced = splice_pool(train_ds.features, int(round(cfg.splice_fraction * len(train_ds.features))),
+                              cfg.seed, cfg.window)
+        train_norm += [train_ds.normalize(f) for f in spliced]
     sampler = WindowSampler(train_norm, cfg.window, cfg.seed)
     val_windows = _val_windows([val_ds.normalize(f) for f in val_ds.features], cfg.window, cfg.val_max_windows)
 
@@ -442,7 +447,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                     logger.write({"step": step, **v})
                     result.val = v
                 model.save(out, extra={"train": cfg.to_flat_dict(), "step": step,
-                                       "val": result.val})
+                                       "val": result.val, "posecode_seen": _seen_posecodes(train_ds)})
                 if cfg.gif:
                     try:
                         gif = _render_gif(model, val_ds, out, device)
@@ -460,6 +465,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     result.seconds = time.time() - t0
     _barrier(d)
     return result
+
+
+def _seen_posecodes(train_ds) -> dict[str, list[str]]:
+    """Pose-code labels of the training motions per slot (edits check requests against it)."""
+    from rvqfast.motion.posecodes import seen_categories
+    return seen_categories(features_to_joints(f) for f in train_ds.features)
 
 
 def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
