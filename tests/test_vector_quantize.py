@@ -120,12 +120,15 @@ def test_codebook_property_and_setter():
 
 
 def test_errors():
-    with pytest.raises(TypeError, match="orthogonal_reg_weight"):
-        VectorQuantize(dim=4, codebook_size=8, orthogonal_reg_weight=1.0)
+    with pytest.raises(TypeError, match="affine_param"):
+        VectorQuantize(dim=4, codebook_size=8, affine_param=True)
     with pytest.raises(TypeError, match="not_an_option"):
         VectorQuantize(dim=4, codebook_size=8, not_an_option=1)
     with pytest.raises(ValueError, match="heads"):
-        VectorQuantize(dim=4, codebook_size=8, heads=2)
+        VectorQuantize(dim=4, codebook_size=8, heads=0)
+    with pytest.raises(ValueError, match="separate_codebook_per_head"):
+        VectorQuantize(dim=4, codebook_size=8, heads=2, separate_codebook_per_head=True,
+                       orthogonal_reg_weight=1.0, orthogonal_reg_active_codes_only=True)
     with pytest.raises(ValueError, match="codebook_size"):
         VectorQuantize(dim=4, codebook_size=0)
     with pytest.raises(ValueError, match="exclusive"):

@@ -18,9 +18,8 @@ from torch import Tensor
 # user knows it is a known option we lack, not a typo.
 KNOWN_UNSUPPORTED = frozenset(
     {
-        "separate_codebook_per_head", "freeze_codebook", "sync_kmeans", "layernorm_after_project_in",
-        "accept_3d_fmap", "commitment_use_cross_entropy_loss", "orthogonal_reg_weight",
-        "orthogonal_reg_active_codes_only", "orthogonal_reg_max_codes", "codebook_diversity_loss_weight",
+        "sync_kmeans", "layernorm_after_project_in",
+        "accept_3d_fmap", "commitment_use_cross_entropy_loss", "codebook_diversity_loss_weight",
         "codebook_diversity_temperature", "directional_reparam", "directional_reparam_variance",
         "sync_affine_param", "vq_bridge", "manual_ema_update", "in_place_codebook_optimizer",
         "manual_in_place_optimizer_update", "affine_param", "affine_param_batch_decay",
@@ -99,14 +98,20 @@ def from_vector_quantize_pytorch(state: dict, prefix: str, num_slots: int, num_g
     """
     n = len(prefix)
     found: dict[int, dict[int, dict[str, Tensor]]] = {}
+    grouped_keys = 0
     for key in [k for k in state if k.startswith(prefix)]:
         parsed = _parse(key[n:])
         if parsed is None:
             continue
         g, q, field = parsed
+        grouped_keys += key[n:].startswith("rvqs.")
         found.setdefault(g, {}).setdefault(q, {})[field] = _rows(key, state.pop(key), field)
     if not found:
         return
+    if grouped_keys == 0:
+        # A VectorQuantize / ResidualVQ checkpoint: its heads (one codebook per head) fill the
+        # module's groups in order.
+        num_groups = 1
     if sorted(found) != list(range(num_groups)):
         raise ValueError(f"state_dict holds codebooks of groups {sorted(found)} but the module has {num_groups} group(s)")
     per_group = num_slots // num_groups

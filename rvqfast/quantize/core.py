@@ -54,6 +54,7 @@ class QuantizerCore(nn.Module):
         backend: str,
         precision: str,
         num_groups: int = 1,
+        codebook_param: bool = False,
     ) -> None:
         super().__init__()
         self.codebook_size = codebook_size
@@ -96,7 +97,9 @@ class QuantizerCore(nn.Module):
         self._all_initted = not kmeans_init
         self.register_buffer("cluster_size", torch.ones(s, codebook_size))
         self.register_buffer("embed_avg", embed.clone())
-        if learnable_codebook:
+        # ``codebook_param``: a parameter that only a regulariser trains (vector-quantize-pytorch's
+        # orthogonal regularisation), still EMA-updated, commitment loss detached from it.
+        if learnable_codebook or codebook_param:
             self.embed = nn.Parameter(embed)
         else:
             self.register_buffer("embed", embed)

@@ -83,7 +83,7 @@ class GroupedResidualVQ(ResidualVQ):
         indices=None,
         return_all_codes: bool = False,
         sample_codebook_temp: float | None = None,
-        freeze_codebook: bool = False,
+        freeze_codebook: bool | None = None,
         mask: Tensor | None = None,
     ):
         """Quantize ``x``; see the class docstring for shapes."""

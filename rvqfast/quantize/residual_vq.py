@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .compat import reject_kwargs
 from .core import QuantizerCore
+from .regularizers import check_orthogonal, orthogonal_reg
 from .frontend import (
     check_mask, code_logits, core_options, from_sequence, indices_layout, output_layout, projections, to_sequence,
 )
@@ -26,7 +27,12 @@ class ResidualVQ(QuantizerCore):
         codebook_size: codes per stage K (an int, or a tuple of equal ints).
         codebook_dim: code size; when it differs from ``dim`` inputs are projected in and out.
         shared_codebook: one codebook for all stages.
-        heads: must be 1.
+        heads: must be 1 (as in vector-quantize-pytorch); ``separate_codebook_per_head`` is
+            accepted and has no effect with one head.
+        orthogonal_reg_weight, orthogonal_reg_active_codes_only, orthogonal_reg_max_codes: each
+            stage's loss gains the orthogonality penalty of its codebook (see
+            :class:`VectorQuantize`).
+        freeze_codebook: no EMA update or dead-code replacement (a forward argument overrides it).
         quantize_dropout: in training, quantize through a random number of stages (the same
             for the whole batch); later stages get index ``-1`` and loss 0.
         quantize_dropout_cutoff_index: the first stage that may be the last one kept.
@@ -82,6 +88,11 @@ class ResidualVQ(QuantizerCore):
         stochastic_sample_codes: bool = False,
         sample_codebook_temp: float = 1.0,
         straight_through: bool = False,
+        separate_codebook_per_head: bool = False,
+        orthogonal_reg_weight: float = 0.0,
+        orthogonal_reg_active_codes_only: bool = False,
+        orthogonal_reg_max_codes: int | None = None,
+        freeze_codebook: bool = False,
         backend: str = "auto",
         precision: str = "auto",
         _groups: int = 1,
@@ -111,7 +122,15 @@ class ResidualVQ(QuantizerCore):
             stochastic_sample_codes=stochastic_sample_codes, sample_codebook_temp=sample_codebook_temp,
             straight_through=straight_through, backend=backend, precision=precision,
         )
-        super().__init__(num_stages=num_quantizers, shared_codebook=bool(shared_codebook), num_groups=_groups, **core)
+        check_orthogonal(orthogonal_reg_weight, orthogonal_reg_max_codes)
+        super().__init__(
+            num_stages=num_quantizers, shared_codebook=bool(shared_codebook), num_groups=_groups,
+            codebook_param=float(orthogonal_reg_weight) > 0, **core,
+        )
+        self.orthogonal_reg_weight = float(orthogonal_reg_weight)
+        self.orthogonal_reg_active_codes_only = bool(orthogonal_reg_active_codes_only)
+        self.orthogonal_reg_max_codes = orthogonal_reg_max_codes
+        self._frozen = bool(freeze_codebook)
         self.dim = dim
         self.codebook_dim = cdim
         self.num_quantizers = num_quantizers
@@ -173,7 +192,7 @@ class ResidualVQ(QuantizerCore):
         indices: Tensor | list[Tensor] | None = None,
         return_all_codes: bool = False,
         sample_codebook_temp: float | None = None,
-        freeze_codebook: bool = False,
+        freeze_codebook: bool | None = None,
     ):
         """Quantize ``x``; see the class docstring for shapes.
 
@@ -211,6 +230,16 @@ class ResidualVQ(QuantizerCore):
     def _quantize_group(self, h: Tensor, mask: Tensor | None, last: int, group: int) -> tuple[Tensor, Tensor, Tensor]:
         """(B, N, codebook_dim) -> quantized, indices (B, N, Q) (``-1`` past ``last``), losses (Q,)."""
         out, idx, losses = self.quantize_seq(h, mask, last, group)
+        if self.training and self.orthogonal_reg_weight > 0:
+            # Per stage, on that stage's codebook (vector-quantize-pytorch: each layer's loss).
+            extra = [
+                orthogonal_reg(
+                    self.embed[self._slot(q, group)][None], idx[..., q],
+                    active_codes_only=self.orthogonal_reg_active_codes_only, max_codes=self.orthogonal_reg_max_codes,
+                )
+                for q in range(idx.shape[-1])
+            ]
+            losses = losses + self.orthogonal_reg_weight * torch.stack(extra)
         pad = self.num_quantizers - idx.shape[-1]
         if pad:
             idx = F.pad(idx, (0, pad), value=-1)
