@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "VectorQuantize": ("rvqfast.quantize", "VectorQuantize"),
     "ResidualVQ": ("rvqfast.quantize", "ResidualVQ"),
+    "GroupedResidualVQ": ("rvqfast.quantize", "GroupedResidualVQ"),
     "MotionTokenizer": ("rvqfast.models", "MotionTokenizer"),
 }
 

@@ -15,7 +15,7 @@ from torch import nn
 
 import rvqfast
 from rvqfast import ops
-from rvqfast.quantize import ResidualVQ, VectorQuantize
+from rvqfast.quantize import GroupedResidualVQ, ResidualVQ, VectorQuantize
 
 DIM = 16
 
@@ -88,6 +88,13 @@ def test_vector_quantize_train_and_eval_compiled_equal_eager():
     make = lambda: VectorQuantize(dim=DIM, codebook_size=32, codebook_dim=8, commitment_weight=0.5)  # noqa: E731
     _assert_same_step(make, training=True)
     _assert_same_step(make, training=False)
+
+
+def test_grouped_and_multi_head_compiled_equal_eager():
+    _assert_same_step(lambda: GroupedResidualVQ(dim=DIM, groups=2, num_quantizers=2, codebook_size=16))
+    _assert_same_step(
+        lambda: VectorQuantize(dim=DIM, codebook_size=16, heads=4, separate_codebook_per_head=True, codebook_dim=4)
+    )
 
 
 def test_dead_code_expiry_under_fullgraph_replaces_dead_codes_with_inputs():
