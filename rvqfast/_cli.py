@@ -73,3 +73,19 @@ def out_folder_problem(out, marker: str, formats: tuple[str, ...], what: str) ->
         return (f"--out {out} is a non-empty folder that is not {what} (no rvqfast {marker}); "
                 "choose a new or empty folder so none of its files is overwritten")
     return None
+
+
+def cli_entry(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorator for a ``main(argv=None) -> int``: accepts ``--debug`` anywhere in ``argv`` and
+    runs the body under :func:`run_guarded` (a message instead of a traceback)."""
+    import functools
+
+    def wrap(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def guarded(argv: list[str] | None = None) -> int:
+            args = list(sys.argv[1:] if argv is None else argv)
+            debug = "--debug" in args
+            args = [a for a in args if a != "--debug"]
+            return run_guarded(lambda: main(args), debug=debug, prog=prog)
+        return guarded
+    return wrap

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from ._cli import cli_entry
 
 import numpy as np
 import torch
@@ -255,6 +256,7 @@ def _write_summary(path: Path, r: dict) -> None:
     atomic_write_text(path, "\n".join(lines))
 
 
+@cli_entry("rvqfast.analyze")  # --debug: traceback instead of a one-line message
 def main(argv: list[str] | None = None) -> int:
     """Entry of ``python -m rvqfast.analyze``."""
     ap = argparse.ArgumentParser(prog="python -m rvqfast.analyze",

@@ -30,6 +30,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from ._cli import cli_entry
 
 import numpy as np
 import torch
@@ -201,6 +202,7 @@ def _load_input(path: str) -> np.ndarray:
     return arr.astype(np.float32)
 
 
+@cli_entry("rvqfast.edit")  # --debug: traceback instead of a one-line message
 def main(argv: list[str] | None = None) -> int:
     """Entry of ``python -m rvqfast.edit``."""
     ap = argparse.ArgumentParser(prog="python -m rvqfast.edit", description=__doc__.split("\n\n")[0])

@@ -34,8 +34,15 @@ SHAPES = [(1, 4), (2, 12), (3, 24)]
 
 
 def _run(model: onnx.ModelProto | Path, feed: dict) -> list[np.ndarray]:
+    """Outputs of a graph except its last, ``valid``, which must be all 1 for the good inputs
+    these tests feed (bad inputs: tests/test_reliability_onnx.py)."""
     src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, feed)
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    assert names[-1] == "valid", names
+    *outs, valid = sess.run(None, feed)
+    assert valid.dtype in (np.int64, np.int32) and (valid == 1).all()
+    return outs
 
 
 def _assert_rvq_same_up_to_ties(x: torch.Tensor, cb: torch.Tensor, got: np.ndarray, ref: torch.Tensor) -> None:
@@ -343,7 +350,7 @@ def test_cli_exports_run_and_writes_only_inside_out(tmp_path):
     assert [(i["name"], i["dtype"], i["shape"]) for i in dec["inputs"]] == [
         ("categories", "int32", ["B", "N", 70]), ("indices", "int32", ["B", "N", 3])]
     assert [(o["name"], o["shape"]) for o in dec["outputs"]] == [
-        ("features", ["B", "4*N", 263]), ("joints", ["B", "4*N", 22, 3])]
+        ("features", ["B", "4*N", 263]), ("joints", ["B", "4*N", 22, 3]), ("valid", ["B", "N"])]
     # The exported run decodes the same as the saved model reloaded.
     loaded = MotionTokenizer.load(run)
     cats, idx = loaded.encode(_features(1, 8))

@@ -5,8 +5,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from .._cli import cli_entry
 
 
+@cli_entry("rvqfast.evaluator")  # --debug: traceback instead of a one-line message
 def evaluator_main(argv: list[str] | None = None) -> int:
     """Entry of ``python -m rvqfast.evaluator``."""
     from . import evaluator as E
@@ -45,6 +47,7 @@ def evaluator_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@cli_entry("rvqfast.evaluate")  # --debug: traceback instead of a one-line message
 def evaluate_main(argv: list[str] | None = None) -> int:
     """Entry of ``python -m rvqfast.evaluate``."""
     from .report import evaluate_runs

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rvqfast._cli import add_debug_flag, run_guarded
+
 from .allowlist import DEFAULT_OPSET, GraphCompatibilityError
 from .exporter import GRAPH_NAMES, MAX_OPSET, MIN_OPSET, export_run
 
@@ -30,12 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int32-indices", action="store_true", help="int32 index inputs/outputs (Sentis)")
     p.add_argument("--graphs", type=_graph_list, default=None,
                    help="comma list of graphs (default: all the model has): " + ",".join(GRAPH_NAMES))
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    return run_guarded(lambda: _run(args), debug=args.debug, prog="rvqfast.export")
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         manifest = export_run(args.run, args.out, graphs=args.graphs, opset=args.opset, fp16=args.fp16,
                               int32_indices=args.int32_indices)
-    except (FileNotFoundError, ValueError, RuntimeError, GraphCompatibilityError) as e:
+    except (OSError, ValueError, RuntimeError, GraphCompatibilityError) as e:
         # CheckpointError (corrupt run) is a RuntimeError; all carry a message naming the problem.
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, g in manifest["graphs"].items():

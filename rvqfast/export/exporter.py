@@ -110,9 +110,9 @@ def build_decoder_model(tokenizer: torch.nn.Module, *, opset: int = DEFAULT_OPSE
     if cfg.uses_rvq:
         args.append(torch.zeros(b, n, tokenizer.num_quantizers, dtype=torch.int64))
         names.append("indices")
-    axes = {k: {0: "B", 1: "N"} for k in names}
+    axes = {k: {0: "B", 1: "N"} for k in names + ["valid"]}
     axes.update({"features": {0: "B", 1: "T"}, "joints": {0: "B", 1: "T"}})
-    model = _torch_to_onnx(graph, tuple(args), names, ["features", "joints"], axes, opset, "decoder")
+    model = _torch_to_onnx(graph, tuple(args), names, ["features", "joints", "valid"], axes, opset, "decoder")
     # The exporter cannot know T = 4N; name the output dim so engines see the relation.
     unit = cfg.frames_per_token
     for vi, tail in zip(model.graph.output, ([FEATURE_DIM], [NUM_JOINTS, 3])):
@@ -127,8 +127,8 @@ def build_encoder_model(tokenizer: torch.nn.Module, *, opset: int = DEFAULT_OPSE
     cfg = tokenizer.config
     front = EncoderFront(tokenizer)
     x = torch.zeros(2, 4 * 3, FEATURE_DIM)
-    outs = ["categories", "residual"] if cfg.uses_rvq else ["categories"]
-    axes = {"features": {0: "B", 1: "T"}, "categories": {0: "B", 1: "N"}}
+    outs = ["categories", "residual", "valid"] if cfg.uses_rvq else ["categories", "valid"]
+    axes = {"features": {0: "B", 1: "T"}, "categories": {0: "B", 1: "N"}, "valid": {0: "B", 1: "N"}}
     if cfg.uses_rvq:
         axes["residual"] = {0: "BN"}
     model = _torch_to_onnx(front, (x,), ["features"], outs, axes, opset, "encoder")
@@ -143,16 +143,25 @@ def build_encoder_model(tokenizer: torch.nn.Module, *, opset: int = DEFAULT_OPSE
         numpy_helper.from_array(np.array([0], dtype="int64"), "rvq/shape_start"),
         numpy_helper.from_array(np.array([2], dtype="int64"), "rvq/shape_end"),
         numpy_helper.from_array(np.array([q], dtype="int64"), "rvq/num_stages"),
+        numpy_helper.from_array(np.array([2], dtype="int64"), "rvq/axis2"),
+        numpy_helper.from_array(np.array(-1, dtype="int64"), "rvq/skipped"),
     ])
     g.node.extend([
         helper.make_node("Shape", ["categories"], ["rvq/categories_shape"]),
         helper.make_node("Slice", ["rvq/categories_shape", "rvq/shape_start", "rvq/shape_end"], ["rvq/bn"]),
         helper.make_node("Concat", ["rvq/bn", "rvq/num_stages"], ["rvq/indices_shape"], axis=0),
-        helper.make_node("Reshape", [idx_flat, "rvq/indices_shape"], ["indices"]),
+        helper.make_node("Reshape", [idx_flat, "rvq/indices_shape"], ["rvq/indices_all"]),
+        # Tokens flagged invalid by the front get index -1 (stage skipped) in every stage.
+        helper.make_node("Cast", ["valid"], ["rvq/valid_bool"], to=TensorProto.BOOL),
+        helper.make_node("Unsqueeze", ["rvq/valid_bool", "rvq/axis2"], ["rvq/valid_col"]),
+        helper.make_node("Where", ["rvq/valid_col", "rvq/indices_all", "rvq/skipped"], ["indices"]),
     ])
     residual_out = [o for o in g.output if o.name == "residual"][0]
     g.output.remove(residual_out)
+    valid_out = [o for o in g.output if o.name == "valid"][0]
+    g.output.remove(valid_out)  # re-appended last: outputs are categories, indices, valid
     g.output.append(helper.make_tensor_value_info("indices", TensorProto.INT64, ["B", "N", q]))
+    g.output.append(valid_out)
     return model
 
 
@@ -211,6 +220,15 @@ def _motion_info(tokenizer: torch.nn.Module) -> dict[str, Any]:
     }
 
 
+def _check_out(out_dir: str | Path) -> None:
+    """Refuse a file, or a non-empty folder that is not an earlier export (its files are not ours)."""
+    from rvqfast._cli import out_folder_problem
+
+    problem = out_folder_problem(out_dir, "manifest.json", (MANIFEST_FORMAT,), "an rvqfast export folder")
+    if problem:
+        raise FileExistsError(problem)
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, *, graphs: list[str] | tuple[str, ...] | None = None,
                opset: int = DEFAULT_OPSET, fp16: bool = False, int32_indices: bool = False) -> dict[str, Any]:
     """Export the tokenizer of a training run folder; write graphs + ``manifest.json`` to ``out_dir``.
@@ -221,6 +239,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, graphs: list[str] | 
     from rvqfast.models.tokenizer import MotionTokenizer
 
     _check_opset(opset)
+    _check_out(out_dir)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run_dir: {run_dir} is not a folder; expected a run written by "
@@ -248,6 +267,7 @@ def export_tokenizer(tokenizer: torch.nn.Module, out_dir: str | Path, *, graphs=
                              f"(it has no residual quantizer); available: {available}")
     if not graphs:
         raise ValueError("graphs: expected at least one graph name")
+    _check_out(out_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, Any] = {

@@ -1,7 +1,7 @@
 """Run exported graphs from Python with onnxruntime, with the tokenizer's input checks.
 
-The graphs themselves cannot raise readable errors, so :class:`OnnxMotionTokenizer` validates
-shapes, dtypes and ranges first (e.g. ``T`` must be a multiple of 4 for ``encode``, exactly as
+The graphs cannot raise readable errors (they flag bad input in their ``valid`` output instead),
+so :class:`OnnxMotionTokenizer` validates shapes, dtypes and ranges first (e.g. ``T`` must be a multiple of 4 for ``encode``, exactly as
 :meth:`MotionTokenizer.encode` requires) and then feeds the graph.
 """
 from __future__ import annotations
@@ -77,7 +77,8 @@ class OnnxMotionTokenizer:
                              f"(crop to {t - t % self.unit} frames)")
         if not np.isfinite(x).all():
             raise ValueError("features: contains NaN or Inf")
-        return tuple(self.session("encoder").run(None, {"features": x.astype(np.float32)}))
+        names = ["categories", "indices"] if self.uses_rvq else ["categories"]
+        return tuple(self.session("encoder").run(names, {"features": x.astype(np.float32)}))
 
     def decode(self, categories: np.ndarray | None = None, indices: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +108,7 @@ class OnnxMotionTokenizer:
             shape = i.shape[:2]
         if shape[1] == 0:
             raise ValueError("categories/indices: N must be >= 1 token")
-        features, joints = self.session("decoder").run(None, feed)
+        features, joints = self.session("decoder").run(["features", "joints"], feed)
         return features, joints
 
 

@@ -16,6 +16,8 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from rvqfast._validate import SEARCH_ABS_LIMIT
+
 from .allowlist import DEFAULT_OPSET
 
 
@@ -132,6 +134,31 @@ def add_rvq_search(
     return f"{prefix}/indices", quantized
 
 
+def add_input_guard(graph: onnx.GraphProto, x_name: str, limit: float, *, prefix: str) -> tuple[str, str]:
+    """Append nodes that make ``x_name`` (N, D) safe to search.
+
+    Returns ``(safe, row_ok)``: ``safe`` is ``x`` with every NaN, Inf or ``|x| > limit`` entry
+    replaced by 0, ``row_ok`` (N,) bool is True where a row had no such entry. Uses Abs,
+    LessOrEqual (False for NaN), Not, Cast, ReduceSum, Equal and Where, all on the allow-list.
+    """
+    graph.initializer.extend([
+        numpy_helper.from_array(np.array(limit, dtype=np.float32), f"{prefix}/limit"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), f"{prefix}/zero_f"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), f"{prefix}/reduce_axes"),
+    ])
+    p = prefix
+    graph.node.extend([
+        helper.make_node("Abs", [x_name], [f"{p}/abs"]),
+        helper.make_node("LessOrEqual", [f"{p}/abs", f"{p}/limit"], [f"{p}/ok"]),
+        helper.make_node("Where", [f"{p}/ok", x_name, f"{p}/zero_f"], [f"{p}/safe"]),
+        helper.make_node("Not", [f"{p}/ok"], [f"{p}/bad"]),
+        helper.make_node("Cast", [f"{p}/bad"], [f"{p}/bad_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", [f"{p}/bad_f", f"{p}/reduce_axes"], [f"{p}/bad_count"], keepdims=0),
+        helper.make_node("Equal", [f"{p}/bad_count", f"{p}/zero_f"], [f"{p}/row_ok"]),
+    ])
+    return f"{p}/safe", f"{p}/row_ok"
+
+
 def build_rvq_model(
     quantizer: object,
     *,
@@ -142,23 +169,37 @@ def build_rvq_model(
     indices_name: str = "indices",
     quantized_name: str = "quantized",
 ) -> onnx.ModelProto:
-    """``rvq.onnx``: vectors (N, D) float32 -> indices (N, Q) int64/int32, quantized (N, D) float32.
+    """``rvq.onnx``: vectors (N, D) float32 -> indices (N, Q) int64/int32, quantized (N, D) float32,
+    valid (N,) int64/int32.
 
-    ``N`` is dynamic. See the module docstring for the arithmetic.
+    ``N`` is dynamic. See the module docstring for the arithmetic. The graph guards its input
+    (see :func:`add_input_guard`): a row holding NaN, Inf or ``|x| > SEARCH_ABS_LIMIT`` gets
+    indices -1, quantized 0 and valid 0 instead of a plausible-looking code.
     """
     cb = codebooks_of(quantizer)
     q, _, d = cb.shape
     graph = helper.make_graph([], "rvq", [], [])
     graph.input.append(helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", d]))
-    idx, quant = add_rvq_search(graph, input_name, cb, fp16=fp16)
+    safe, row_ok = add_input_guard(graph, input_name, SEARCH_ABS_LIMIT, prefix="guard")
+    idx, quant = add_rvq_search(graph, safe, cb, fp16=fp16)
     idx_type = TensorProto.INT32 if int32_indices else TensorProto.INT64
+    inits = graph.initializer
+    inits.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "guard/axes1"))
+    inits.append(numpy_helper.from_array(np.array(-1, dtype=np.int64), "guard/skipped"))
+    inits.append(numpy_helper.from_array(np.array(0.0, dtype=np.float32), "guard/zero"))
+    graph.node.extend([
+        helper.make_node("Unsqueeze", [row_ok, "guard/axes1"], ["guard/row_ok_col"]),
+        helper.make_node("Where", ["guard/row_ok_col", idx, "guard/skipped"], ["guard/indices"]),
+        helper.make_node("Where", ["guard/row_ok_col", quant, "guard/zero"], [quantized_name]),
+    ])
     if int32_indices:
-        graph.node.append(helper.make_node("Cast", [idx], [indices_name], to=TensorProto.INT32))
+        graph.node.append(helper.make_node("Cast", ["guard/indices"], [indices_name], to=TensorProto.INT32))
     else:
-        graph.node.append(helper.make_node("Identity", [idx], [indices_name]))
-    graph.node.append(helper.make_node("Identity", [quant], [quantized_name]))
+        graph.node.append(helper.make_node("Identity", ["guard/indices"], [indices_name]))
+    graph.node.append(helper.make_node("Cast", [row_ok], ["valid"], to=idx_type))
     graph.output.append(helper.make_tensor_value_info(indices_name, idx_type, ["N", q]))
     graph.output.append(helper.make_tensor_value_info(quantized_name, TensorProto.FLOAT, ["N", d]))
+    graph.output.append(helper.make_tensor_value_info("valid", idx_type, ["N"]))
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="rvqfast"
     )
@@ -166,4 +207,4 @@ def build_rvq_model(
     return model
 
 
-__all__ = ["codebooks_of", "round_fp16", "add_rvq_search", "build_rvq_model"]
+__all__ = ["codebooks_of", "round_fp16", "add_rvq_search", "add_input_guard", "build_rvq_model"]
