@@ -8,9 +8,55 @@ from typing import Sequence
 
 import numpy as np
 
-from .motion.skeleton import FPS, KINEMATIC_CHAIN, NUM_JOINTS
+from .motion.skeleton import FPS, JOINT_INDEX, KINEMATIC_CHAIN, NUM_JOINTS
 
 _COLORS = ["#d62728", "#1f77b4", "#333333", "#ff7f0e", "#2ca02c"]
+HEAD = JOINT_INDEX["head"]
+# Margin (metres) around the motion's extent, and the smallest floor side shown.
+_MARGIN, _MIN_SIDE = 0.25, 1.2
+# matplotlib leaves room for axis labels around a 3-D box; without axes the box can be larger.
+_ZOOM = 1.22
+
+
+def _to_plot(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Motion (X left, Y up, Z forward) -> plot axes (X, -Z, Y): Y up drawn as the vertical axis,
+    a proper rotation (no mirror image) so the subject's left stays on their left."""
+    return p[..., 0], -p[..., 2], p[..., 1]
+
+
+def _setup_panel(ax, m: np.ndarray, title: str | None):
+    """Fit one 3-D panel to the motion: equal scale, box = the motion's extent plus a margin,
+    floor with a 0.5 m grid, root path, no axis furniture. Returns (chain lines, head marker)."""
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    lo, hi = m.min((0, 1)), m.max((0, 1))
+    centre = (lo + hi) / 2
+    half = np.maximum((hi - lo)[[0, 2]] / 2 + _MARGIN, _MIN_SIDE / 2)
+    x0, x1 = centre[0] - half[0], centre[0] + half[0]
+    z0, z1 = centre[2] - half[1], centre[2] + half[1]
+    top = max(float(hi[1]) + 0.1, 1.0)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(-z1, -z0)
+    ax.set_zlim(0, top)
+    ax.set_box_aspect((x1 - x0, z1 - z0, top), zoom=_ZOOM)
+    ax.set_axis_off()
+    ax.computed_zorder = False  # draw floor, grid, path, body in this order, not by depth
+    ax.view_init(elev=12, azim=-62)
+    floor = Poly3DCollection([[(x0, -z0, 0), (x1, -z0, 0), (x1, -z1, 0), (x0, -z1, 0)]],
+                             facecolor="#e9ecef", edgecolor="#adb5bd", linewidths=0.8, zorder=0)
+    ax.add_collection3d(floor)
+    for gx in np.arange(np.ceil(x0 / 0.5) * 0.5, x1, 0.5):
+        ax.plot([gx, gx], [-z0, -z1], [0, 0], color="#ced4da", lw=0.5, zorder=1)
+    for gz in np.arange(np.ceil(z0 / 0.5) * 0.5, z1, 0.5):
+        ax.plot([x0, x1], [-gz, -gz], [0, 0], color="#ced4da", lw=0.5, zorder=1)
+    # The root's path on the floor: where the figure came from and is going, at a glance.
+    ax.plot(m[:, 0, 0], -m[:, 0, 2], np.full(len(m), 0.002), color="0.55", lw=1, zorder=2)
+    if title is not None:
+        ax.text2D(0.5, 0.98, title, transform=ax.transAxes, ha="center", va="top", fontsize=9)
+    lines = [ax.plot([], [], [], color=_COLORS[c], lw=2, solid_capstyle="round", zorder=3)[0]
+             for c in range(len(KINEMATIC_CHAIN))]
+    head = ax.plot([], [], [], "o", color="#333333", markersize=9, markerfacecolor="#ffd8a8", zorder=4)[0]
+    return lines, head
 
 
 def render_motion(joints: np.ndarray | Sequence[np.ndarray], path: str | Path, *,
@@ -58,29 +104,16 @@ def render_motion(joints: np.ndarray | Sequence[np.ndarray], path: str | Path, *
     out_fps = max(fps / step, 1e-3)
 
     n = len(motions)
-    text_h = 0.9 if (caption or phrases is not None) else 0.0
+    text_h = 0.6 if (caption or phrases is not None) else 0.0
     fig = Figure(figsize=(size * n, size + text_h), dpi=90)
-    # 3-D axes keep wide default margins; the panels are what the viewer wants to see.
-    fig.subplots_adjust(left=0.0, right=1.0, bottom=0.02, top=1.0 - 0.9 * text_h / (size + text_h), wspace=0.0)
+    # The top of a 3-D panel is empty (the box above the head); let it run under the caption band.
+    fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=1.0 - 0.3 * text_h / (size + text_h), wspace=0.0)
     canvas = FigureCanvasAgg(fig)
-    axes, artists = [], []
+    artists = []
     for k, m in enumerate(motions):
         ax = fig.add_subplot(1, n, k + 1, projection="3d")
-        lo, hi = m[:t_len].min((0, 1)), m[:t_len].max((0, 1))
-        centre = (lo + hi) / 2
-        r = max(float((hi - lo)[[0, 2]].max()) / 2, 1.0)
-        ax.set_xlim(centre[0] - r, centre[0] + r)
-        ax.set_ylim(centre[2] - r, centre[2] + r)
-        ax.set_zlim(0, max(2.0, float(hi[1])))
-        ax.view_init(elev=15, azim=-60)
-        # The root's path on the floor: where the figure came from and is going, at a glance.
-        ax.plot(m[:t_len, 0, 0], m[:t_len, 0, 2], np.zeros(t_len), color="0.65", lw=1)
-        ax.set_xticklabels([]), ax.set_yticklabels([]), ax.set_zticklabels([])
-        if titles is not None:
-            ax.set_title(str(titles[k]), fontsize=9)
-        lines = [ax.plot([], [], [], color=_COLORS[c], lw=2)[0] for c in range(len(KINEMATIC_CHAIN))]
-        axes.append(ax)
-        artists.append(lines)
+        lines, head = _setup_panel(ax, m[:t_len], None if titles is None else str(titles[k]))
+        artists.append((lines, head))
     if caption:
         fig.text(0.5, 0.98, "\n".join(textwrap.wrap(caption, 60 * n)), ha="center", va="top", fontsize=8)
     ptext = fig.text(0.01, 0.01, "", fontsize=7, va="bottom")
@@ -88,10 +121,10 @@ def render_motion(joints: np.ndarray | Sequence[np.ndarray], path: str | Path, *
 
     images = []
     for t in frames_idx:
-        for m, lines in zip(motions, artists):
+        for m, (lines, head) in zip(motions, artists):
             for line, chain in zip(lines, KINEMATIC_CHAIN):
-                pts = m[t, chain]
-                line.set_data_3d(pts[:, 0], pts[:, 2], pts[:, 1])  # plot Y-up as z
+                line.set_data_3d(*_to_plot(m[t, chain]))
+            head.set_data_3d(*_to_plot(m[t, [HEAD]]))
         if phrases is not None:
             ptext.set_text("\n".join(list(phrases[t])[:4]))
         counter.set_text(f"{t + 1}/{t_len}")  # also keeps consecutive GIF frames distinct
