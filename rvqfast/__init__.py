@@ -36,7 +36,9 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module), attr)
         globals()[name] = value
         return value
-    raise AttributeError(f"module 'rvqfast' has no attribute {name!r}")
+    from .quantize.compat import missing_name_error
+
+    raise missing_name_error("rvqfast", name)
 
 
 def __dir__() -> list[str]:

@@ -30,6 +30,47 @@ KNOWN_UNSUPPORTED = frozenset(
 )
 
 
+# vector-quantize-pytorch's exports (1.32) that rvqfast provides as drop-ins.
+PROVIDED = ("VectorQuantize", "ResidualVQ", "GroupedResidualVQ")
+
+# vector-quantize-pytorch's exports (1.32) that rvqfast does not provide: the one list. Importing
+# one from rvqfast or rvqfast.quantize raises an ImportError naming it (see missing_name_error).
+NOT_PROVIDED = {
+    "RandomProjectionQuantizer": "random-projection quantizer (BEST-RQ)",
+    "FSP": "finite scalar perturbation",
+    "EvoLFQ": "evolutionary lookup-free quantization",
+    "GroupedResidualLFQ": "grouped residual lookup-free quantization",
+    "LatentQuantize": "latent quantization",
+    "BinaryMapper": "binary mapper",
+    "HierarchicalVQ": "hierarchical VQ",
+    "Sequential": "vector-quantize-pytorch's Sequential helper",
+    "LFQ": "lookup-free quantization",
+    "ResidualLFQ": "residual lookup-free quantization",
+    "SimVQ": "SimVQ (codebook through a learned linear map)",
+    "ResidualSimVQ": "residual SimVQ",
+    "FSQ": "finite scalar quantization",
+    "ResidualFSQ": "residual finite scalar quantization",
+    "GroupedResidualFSQ": "grouped residual finite scalar quantization",
+}
+
+
+class NotProvidedError(ImportError):
+    """A vector-quantize-pytorch name rvqfast does not provide (``from rvqfast import X`` and
+    ``rvqfast.X`` both raise it; ``hasattr(rvqfast, X)`` too, by design: the name is known)."""
+
+
+def missing_name_error(module: str, name: str) -> Exception:
+    """The error a module ``__getattr__`` raises for ``name``: names the vqp feature if it is one."""
+    if name in NOT_PROVIDED:
+        return NotProvidedError(
+            f"{name} ({NOT_PROVIDED[name]}) is a vector-quantize-pytorch class that rvqfast does not "
+            f"provide; keep importing it from vector_quantize_pytorch (rvqfast's drop-ins: "
+            f"{', '.join(PROVIDED)})",
+            name=name,
+        )
+    return AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
 def reject_kwargs(cls_name: str, extra: Mapping[str, Any]) -> None:
     """Raise ``TypeError`` naming every keyword ``cls_name`` does not take."""
     if not extra:
