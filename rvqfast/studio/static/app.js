@@ -39,8 +39,15 @@ const hook = {
       for (let s = 0; s < NUM_SLOTS; s++) cats[t * NUM_SLOTS + s] = (t * 7 + s * 3) % S.info.slots[s].size;
       for (let s = 0; s < q; s++) idx[t * q + s] = (t * 13 + s * 5) % S.info.codebook_size;
     }
+    // Rendering is paused meanwhile: a frame drawn between the awaits would be timed too
+    // (expensive with a software WebGL such as headless Chromium's SwiftShader).
     const times = [];
-    for (let r = 0; r < reps; r++) times.push((await S.decoder.decode(cats, idx, n, q)).ms);
+    S.player.pause();
+    try {
+      for (let r = 0; r < reps; r++) times.push((await S.decoder.decode(cats, idx, n, q)).ms);
+    } finally {
+      S.player.resume();
+    }
     return times;
   },
   selectMotion: (id) => selectMotion(id),

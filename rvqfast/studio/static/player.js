@@ -80,7 +80,7 @@ export class Player {
     scene.add(grid);
 
     this.camera = new THREE.PerspectiveCamera(40, 1, 0.05, 100);
-    this.camera.position.set(2.6, 1.9, 3.6);
+    this.camera.position.set(1.9, 1.55, 2.7);
     this.controls = new OrbitControls(this.camera, canvas);
     this.controls.target.set(0, 0.9, 0);
     this.controls.enableDamping = true;
@@ -88,13 +88,13 @@ export class Player {
     this.controls.update();
 
     this.edited = new Skeleton(scene, parents, { color: 0xf2a33a, jointColor: 0xfff1d6, opacity: 1 });
-    this.original = new Skeleton(scene, parents, { color: 0x9aa7b8, jointColor: 0xc9d2de, opacity: 0.38 });
+    this.original = new Skeleton(scene, parents, { color: 0x8fb8ff, jointColor: 0xc9dcff, opacity: 0.42 });
     this.trail = new THREE.Line(new THREE.BufferGeometry(),
       new THREE.LineBasicMaterial({ color: 0xf2a33a, transparent: true, opacity: 0.8 }));
     this.trail.frustumCulled = false;
     scene.add(this.trail);
     this.origTrail = new THREE.Line(new THREE.BufferGeometry(),
-      new THREE.LineBasicMaterial({ color: 0x9aa7b8, transparent: true, opacity: 0.45 }));
+      new THREE.LineBasicMaterial({ color: 0x8fb8ff, transparent: true, opacity: 0.45 }));
     this.origTrail.frustumCulled = false;
     scene.add(this.origTrail);
     this.marker = new THREE.Mesh(new THREE.RingGeometry(0.12, 0.16, 32),
@@ -117,6 +117,10 @@ export class Player {
     new ResizeObserver(() => this._resize()).observe(canvas.parentElement);
     renderer.setAnimationLoop(() => this._tick());
   }
+
+  pause() { this.renderer.setAnimationLoop(null); }
+
+  resume() { this._last = performance.now(); this.renderer.setAnimationLoop(() => this._tick()); }
 
   _resize() {
     const el = this.canvas.parentElement;

@@ -1,7 +1,7 @@
 // Pose-code strips: one row per slot (grouped by body part), one cell per latent frame,
 // coloured by category. Hover shows the words; dragging along a row selects slot + range.
 
-const LABEL_W = 190;
+const LABEL_W = 215;
 const ROW_H = 11;
 const GAP = 1;
 const HEADER_H = 17;
@@ -164,7 +164,8 @@ export class Strips {
       const s = this.slots[l.slot];
       const sel = this.selection && this.selection.slot === l.slot;
       g.fillStyle = sel ? "#f2a33a" : "#8b93a1";
-      g.fillText(shortName(s).slice(0, 34), 8, l.y + ROW_H / 2);
+      g.font = "10.5px system-ui, sans-serif";
+      g.fillText(shortName(s).slice(0, 40), 8, l.y + ROW_H / 2);
       if (!this.cats) continue;
       for (let t = 0; t < this.n; t++) {
         const k = this.cats[t * 70 + l.slot];
