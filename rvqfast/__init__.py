@@ -22,6 +22,9 @@ _LAZY = {
     "VectorQuantize": ("rvqfast.quantize", "VectorQuantize"),
     "ResidualVQ": ("rvqfast.quantize", "ResidualVQ"),
     "GroupedResidualVQ": ("rvqfast.quantize", "GroupedResidualVQ"),
+    "FSQ": ("rvqfast.quantize", "FSQ"),
+    "ResidualFSQ": ("rvqfast.quantize", "ResidualFSQ"),
+    "GroupedResidualFSQ": ("rvqfast.quantize", "GroupedResidualFSQ"),
     "MotionTokenizer": ("rvqfast.models", "MotionTokenizer"),
 }
 

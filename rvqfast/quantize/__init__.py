@@ -11,11 +11,12 @@ State dicts saved from vector-quantize-pytorch load directly (see :mod:`.compat`
 from __future__ import annotations
 
 from .compat import missing_name_error, to_vector_quantize_pytorch
+from .fsq import FSQ, GroupedResidualFSQ, ResidualFSQ
 from .grouped import GroupedResidualVQ
 from .residual_vq import ResidualVQ
 from .vector_quantize import VectorQuantize
 
-__all__ = ["GroupedResidualVQ", "ResidualVQ", "VectorQuantize", "to_vector_quantize_pytorch"]
+__all__ = ["FSQ", "GroupedResidualFSQ", "ResidualFSQ", "GroupedResidualVQ", "ResidualVQ", "VectorQuantize", "to_vector_quantize_pytorch"]
 
 
 def __getattr__(name: str):

@@ -31,7 +31,7 @@ KNOWN_UNSUPPORTED = frozenset(
 
 
 # vector-quantize-pytorch's exports (1.32) that rvqfast provides as drop-ins.
-PROVIDED = ("VectorQuantize", "ResidualVQ", "GroupedResidualVQ")
+PROVIDED = ("VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ")
 
 # vector-quantize-pytorch's exports (1.32) that rvqfast does not provide: the one list. Importing
 # one from rvqfast or rvqfast.quantize raises an ImportError naming it (see missing_name_error).
@@ -48,9 +48,6 @@ NOT_PROVIDED = {
     "ResidualLFQ": "residual lookup-free quantization",
     "SimVQ": "SimVQ (codebook through a learned linear map)",
     "ResidualSimVQ": "residual SimVQ",
-    "FSQ": "finite scalar quantization",
-    "ResidualFSQ": "residual finite scalar quantization",
-    "GroupedResidualFSQ": "grouped residual finite scalar quantization",
 }
 
 
