@@ -62,7 +62,7 @@ def _request(port: int, method: str, path: str, body: bytes | None = None, heade
     """Raw request: the path is sent exactly as given (no client-side normalisation)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-    hdrs = {"Host": f"127.0.0.1:{port}", **(headers or {})}
+    hdrs = {"Host": f"127.0.0.1:{port}", **({"X-Studio": "1"} if method == "POST" else {}), **(headers or {})}
     if body is not None:
         hdrs.setdefault("Content-Length", str(len(body)))
     for k, v in hdrs.items():
@@ -124,6 +124,15 @@ def test_host_header_checked(studio):
     _, port = studio
     status, _, body = _request(port, "GET", "/api/info", headers={"Host": "evil.example:80"})
     assert status == 403 and b"Host" in body
+
+
+def test_post_needs_studio_header_and_same_origin(studio):
+    _, port = studio
+    text = b"HIERARCHY\n"
+    status, _, body = _request(port, "POST", "/api/upload?name=x.bvh", text, headers={"X-Studio": "0"})
+    assert status == 403 and b"X-Studio" in body
+    status, _, body = _request(port, "POST", "/api/upload?name=x.bvh", text, headers={"Origin": "http://evil.example"})
+    assert status == 403 and b"cross-origin" in body
 
 
 def test_api_library_and_motion(studio):

@@ -17,6 +17,7 @@ from rvqfast.motion.skeleton import FPS
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
 # Uploads longer than this are cropped (the browser decodes the whole motion at once).
 MAX_UPLOAD_FRAMES = 60 * FPS
+MAX_UPLOADS = 200  # per server run: bounds the memory uploads can take
 
 
 class UploadError(ValueError):
@@ -71,6 +72,8 @@ class Library:
 
     def add_upload(self, data: bytes, filename: str) -> Motion:
         """Parse an uploaded BVH with the library's BVH parser; raises :class:`UploadError`."""
+        if self._uploads >= MAX_UPLOADS:
+            raise UploadError(f"{filename}: this session already holds {MAX_UPLOADS} uploads; restart the studio")
         if len(data) > MAX_UPLOAD_BYTES:
             raise UploadError(f"{filename}: {len(data)} bytes; uploads are limited to {MAX_UPLOAD_BYTES} bytes")
         if not data.strip():
@@ -122,4 +125,4 @@ class Library:
                 "joints": np.round(joints.reshape(-1), 5).tolist()}
 
 
-__all__ = ["Library", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_FRAMES", "Motion", "UploadError"]
+__all__ = ["Library", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_FRAMES", "MAX_UPLOADS", "Motion", "UploadError"]

@@ -6,7 +6,9 @@ three.js / onnxruntime-web builds, stored gzip-compressed), the run's exported f
 decoding, never joined blindly: ``..``, absolute, backslash, NUL and dot-file paths are refused
 whatever their encoding, and a resolved static path must still lie inside ``static/``. Request
 bodies are size-limited before they are read, and the ``Host`` header must name the loopback
-address the server listens on (a web page elsewhere cannot reach the API by DNS rebinding).
+address the server listens on (a web page elsewhere cannot reach the API by DNS rebinding);
+POSTs need a custom header (``X-Studio: 1``) that other sites cannot send without a CORS
+preflight, and uploads are capped in number as well as size.
 """
 from __future__ import annotations
 
@@ -104,6 +106,15 @@ class StudioHandler(BaseHTTPRequestHandler):
         if host not in allowed:
             raise RequestError(HTTPStatus.FORBIDDEN, f"Host {host!r} is not this local server")
 
+    def _check_post_origin(self) -> None:
+        # A page on another site can send a "simple" cross-origin POST without asking; it cannot
+        # set a custom header without a CORS preflight, which this server never grants.
+        if self.headers.get("X-Studio") != "1":
+            raise RequestError(HTTPStatus.FORBIDDEN, "POST requests need the header X-Studio: 1")
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != (self.headers.get("Host") or "").lower():
+            raise RequestError(HTTPStatus.FORBIDDEN, f"cross-origin request from {origin!r} refused")
+
     def _body(self, limit: int) -> bytes:
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
@@ -124,6 +135,7 @@ class StudioHandler(BaseHTTPRequestHandler):
             if method == "GET":
                 self._get(path, parse_qs(url.query))
             else:
+                self._check_post_origin()
                 self._post(path, parse_qs(url.query))
         except RequestError as e:
             self._json({"error": str(e)}, e.status)

@@ -254,7 +254,7 @@ async function exportBvh() {
   msg.className = "small muted";
   try {
     const { body, res } = await api("/api/export/bvh", {
-      method: "POST", headers: { "Content-Type": "application/json" },
+      method: "POST", headers: { "Content-Type": "application/json", "X-Studio": "1" },
       body: JSON.stringify({ joints: Array.from(S.edited.joints), fps: S.info.fps }),
     });
     const dev = Number(res.headers.get("X-Max-Deviation-M"));
@@ -304,7 +304,7 @@ async function upload(file) {
   msg.textContent = `importing ${file.name}…`;
   try {
     const { body } = await api(`/api/upload?name=${encodeURIComponent(file.name)}`, {
-      method: "POST", body: await file.arrayBuffer(), headers: { "Content-Type": "application/octet-stream" },
+      method: "POST", body: await file.arrayBuffer(), headers: { "Content-Type": "application/octet-stream", "X-Studio": "1" },
     });
     hook.uploads++;
     msg.className = "small ok";
