@@ -38,18 +38,23 @@ def _codes(n: int, info: dict) -> tuple[np.ndarray, np.ndarray]:
     return cats[None].astype(np.int64), idx[None].astype(np.int64)
 
 
-def _edit_for_screenshot(b) -> None:
-    """Through the page: pick a slot, drag over a range, choose another category, apply."""
-    slot = 2  # angle:left_elbow, top of the strips
+def _edit_for_screenshot(b, info: dict, edit: str, ghost: str) -> None:
+    """Through the page: pick a slot, drag over a range, choose the category, apply."""
+    name, _, label = edit.partition("=")
+    slot = next(s for s in info["slots"] if s["name"] == name)
+    category = next(k for k, p in enumerate(slot["phrases"]) if p.endswith(label))
+    slot = slot["index"]
     n = b.evaluate("window.__studio.categories().length") // 70
     a, z = max(1, n // 4), max(2, n // 2)
     p0 = b.evaluate(f"window.__studio.cellCenter({slot}, {a})")
     p1 = b.evaluate(f"window.__studio.cellCenter({slot}, {z})")
     b.drag(p0["x"], p0["y"], p1["x"], p1["y"])
     count = b.evaluate("window.__studio.decodeCount")
-    b.evaluate("(() => { const s = document.getElementById('edit-category'); s.value = '0';"
+    b.evaluate(f"(() => {{ const s = document.getElementById('edit-category'); s.value = '{category}';"
                " document.getElementById('apply-edit').click(); })()")
     b.wait_for(f"window.__studio.decodeCount > {count}", timeout=60)
+    b.evaluate(f"(() => {{ const s = document.getElementById('ghost-mode'); s.value = '{ghost}';"
+               " s.dispatchEvent(new Event('change')); })()")
     frame = (a + z) * 2
     b.evaluate(f"(() => {{ const s = document.getElementById('scrub'); s.value = '{frame}';"
                " s.dispatchEvent(new Event('input')); })()")
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--screenshot", default=None, help="write a PNG of the page after an edit")
     p.add_argument("--motion", default=None, help="library id to show in the screenshot")
     p.add_argument("--size", default="1600x1000")
+    p.add_argument("--edit", default="vertical:left_upperarm=horizontal", help="SLOT=LABEL for the screenshot")
+    p.add_argument("--ghost", default="beside", choices=["ghost", "beside", "hidden"])
     args = p.parse_args(argv)
 
     import torch
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.screenshot:
                 if args.motion:
                     b.evaluate(f"window.__studio.selectMotion({json.dumps(args.motion)})")
-                _edit_for_screenshot(b)
+                _edit_for_screenshot(b, info, args.edit, args.ghost)
                 time.sleep(1.0)
                 Path(args.screenshot).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.screenshot).write_bytes(b.screenshot())

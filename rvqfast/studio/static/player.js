@@ -132,7 +132,7 @@ export class Player {
 
   _ghostOffset() {
     if (this.ghostMode !== "beside") return new THREE.Vector3();
-    // Beside: one metre to the viewer's right, whatever way the camera looks.
+    // Beside: one metre to the side (the viewer's left), whatever way the camera looks.
     const right = new THREE.Vector3().subVectors(this.camera.position, this.controls.target);
     right.set(right.z, 0, -right.x).normalize().multiplyScalar(-1.0);
     return right;
