@@ -11,11 +11,12 @@ from .humanml3d import (
     DatasetError, HumanML3D, LoadSummary, WindowDataset, eval_batches,
 )
 from .synthetic import DEFAULT_N_MOTIONS, GENERATOR_VERSION, MANIFEST, generate_dataset
+from .bvh_export import export_bvh
 
 __all__ = [
     "DatasetError", "HumanML3D", "LoadSummary", "WindowDataset", "eval_batches",
     "default_dataset", "resolve_dataset", "layout_problems", "write_dataset_atomically",
-    "generate_dataset",
+    "generate_dataset", "export_bvh",
 ]
 
 DEFAULT_DIRNAME = f"default_v{GENERATOR_VERSION}"
