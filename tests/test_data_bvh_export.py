@@ -122,3 +122,8 @@ def test_cli_export_bvh_joints_and_features(tmp_path):
     r = _cli("export-bvh", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "b.bvh"))
     assert r.returncode == 2 and "bad.npy" in r.stderr and "(T, 22, 3)" in r.stderr
     assert not (tmp_path / "b.bvh").exists()
+
+
+def test_exported_from_rvqfast_data():
+    import rvqfast.data
+    assert rvqfast.data.export_bvh is export_bvh and "export_bvh" in rvqfast.data.__all__
