@@ -191,3 +191,62 @@ def test_onnx_export_matches_torch(tmp_path):
     got = sess.run(None, {"j": x.numpy()})[0]
     assert got.dtype == np.int64
     assert (got == pc.posecode_indices(x).numpy()).mean() > 0.999
+
+
+# ---------------------------------------------------------------- coupling table and slot values
+
+
+def _random_pose(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    ang = rng.uniform(-0.6, 0.6, size=(1, 22, 3))
+    pos = forward_kinematics(ang, REST_OFFSETS)[0]
+    pos[:, 1] -= pos[:, 1].min() - 0.05
+    return pos
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slot_joints_table_matches_extraction(seed):
+    """A slot's value moves when (and only when) a joint it lists moves; X/Z slots may also
+    move with the facing joints (hips, shoulders), which set the body frame."""
+    from rvqfast.motion.skeleton import FACE_JOINTS
+    pose = torch.from_numpy(_random_pose(seed))
+    base = pc.slot_values(pose)
+    face = {JOINT_NAMES[j] for j in FACE_JOINTS}
+    rng = np.random.default_rng(100 + seed)
+    for j, name in enumerate(JOINT_NAMES):
+        moved = pose.clone()
+        moved[j] += torch.from_numpy(rng.normal(size=3) * 0.03)
+        changed = (pc.slot_values(moved) - base).abs() > 1e-9
+        for s, slot in enumerate(pc.POSECODE_SLOTS):
+            listed = name in pc.POSECODE_SLOT_JOINTS[slot]
+            frame = slot.startswith(("relpos_x", "relpos_z")) and name in face
+            if listed:
+                assert changed[s], (slot, name)
+            elif not frame:
+                assert not changed[s], (slot, name)
+
+
+def test_slot_values_agree_with_categories():
+    j = torch.from_numpy(np.stack([_random_pose(s) for s in range(40)]))
+    v = pc.slot_values(j)
+    idx = pc.posecode_indices(j)
+    assert torch.equal(pc.values_to_indices(v), idx)
+    assert float(pc.bin_violation(v, idx).abs().max()) == 0.0
+    other = (idx + 1) % torch.tensor(pc.SLOT_SIZES)
+    assert bool((pc.bin_violation(v, other) > 0).all())
+    # bins shrunk by half aim at the centre: a value exactly at the centre still passes
+    knee = pc.POSECODE_SLOTS.index("angle:left_knee")
+    k = pc.category_index("angle:left_knee", "bent 90-100 deg")
+    vals = torch.tensor([[95.0], [90.5], [101.0]], dtype=torch.float64)
+    cats = torch.full((3, 1), k)
+    got = pc.bin_violation(vals, cats, 0.5, torch.tensor([knee]))[:, 0]
+    assert got[0] == 0 and got[1] == pytest.approx(0.45) and got[2] == pytest.approx(0.6)
+
+
+def test_coupled_slots_and_seen_categories():
+    coupled = pc.coupled_slots(["angle:left_knee"])
+    assert "vertical:left_calf" in coupled and "ground:left_knee" in coupled
+    assert "angle:left_knee" not in coupled and "angle:right_elbow" not in coupled
+    seen = pc.seen_categories([rest_pose()[None]])
+    assert seen["angle:left_knee"] == ["straight"] and seen["ground:left_foot"] == ["on ground"]
+    assert list(seen) == pc.POSECODE_SLOTS
