@@ -315,15 +315,16 @@ class MotionTokenizer(nn.Module):
         """Like :meth:`decode`, then recover joints: (B, 4N, 22, 3)."""
         return features_to_joints(self.decode(categories, indices, n_quantizers))
 
-    def edit(self, features: Tensor, set: dict[str, str] | list[str], frames=None, *,  # noqa: A002
-             requantize: bool = False, n_quantizers: int | None = None):
-        """Change pose codes of one motion and decode; see :func:`rvqfast.edit.edit`.
+    def edit(self, features: Tensor, set: dict[str, str] | list[str], frames=None, **kwargs: Any):  # noqa: A002
+        """Change pose codes of one motion and decode; see :func:`rvqfast.editing.edit`
+        (keyword options: ``residual``, ``blend``, ``n_quantizers``, ...).
 
-        Example: ``tok.edit(feats, set={"angle:left_knee": "straight"}, frames=range(0, 40))``.
+        Example: ``tok.edit(feats, set={"angle:left_knee": "bent 90-100 deg"}, frames=range(0, 40))``.
         """
-        from ..edit import edit  # the edit module depends on this one, not the reverse
+        # Imported here: rvqfast.editing never imports this module, so there is no cycle.
+        from rvqfast.editing import edit
 
-        return edit(self, features, set, frames, requantize=requantize, n_quantizers=n_quantizers)
+        return edit(self, features, set, frames, **kwargs)
 
     # ------------------------------------------------------------------ training
 
