@@ -61,6 +61,13 @@ class TrainConfig:
             lo = 0 if allow_zero else 1
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
+        for n in ("lr", "lr_gamma", "weight_decay", "grad_clip"):  # type first: no TypeError below
+            v = getattr(self, n)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{n}: expected a finite number, got {v!r}")
+        for n in ("device", "data", "out"):
+            if not isinstance(getattr(self, n), str):
+                raise ValueError(f"{n}: expected a string, got {getattr(self, n)!r}")
         for n in ("steps", "batch_size", "window", "log_every", "val_max_windows"):
             pos_int(n)
         for n in ("val_every", "ckpt_every", "warmup_steps", "num_threads", "seed"):

@@ -483,8 +483,11 @@ def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
         raise TrainingError(f"--resume: no checkpoint in {out / 'checkpoints'}; start a new run without --resume")
     meta = read_checkpoint_meta(ckpts[-1][1])
     try:
+        _require_complete(meta["config"])
         saved = TrainConfig.from_dict(meta["config"])
-    except (KeyError, TypeError, ValueError) as e:
+        saved.out = str(out)
+        saved.validate()
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{ckpts[-1][1]}: saved config is invalid ({e})") from e
     base = saved.to_flat_dict()
     changed = sorted(k for k, v in overrides.items()
@@ -496,6 +499,20 @@ def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
     cfg.out = str(out)
     cfg.validate()
     return cfg
+
+
+def _require_complete(saved: Any) -> None:
+    """A saved config must name every setting: a missing one would silently take its default."""
+    import dataclasses
+
+    from rvqfast.models.tokenizer import TokenizerConfig
+
+    if not isinstance(saved, dict) or not isinstance(saved.get("tokenizer"), dict):
+        raise ValueError("expected a JSON object with a 'tokenizer' object")
+    missing = sorted({f.name for f in dataclasses.fields(TrainConfig)} - set(saved)) + sorted(
+        {f.name for f in dataclasses.fields(TokenizerConfig)} - set(saved["tokenizer"]))
+    if missing:
+        raise ValueError(f"settings missing: {missing}")
 
 
 def _norm(v: Any) -> Any:
