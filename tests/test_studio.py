@@ -260,6 +260,10 @@ def test_page_loads_without_errors_and_draws(page):
     orange = (canvas[..., 0] > 180) & (canvas[..., 1] > 110) & (canvas[..., 1] < 200) & (canvas[..., 2] < 120)
     assert orange.sum() > 30  # the edited skeleton / trail is drawn
     assert b.evaluate("document.getElementById('frame-counter').textContent").startswith("1 / ")
+    for source in ("dataset", "decoded"):  # compare with the source motion, then back
+        b.evaluate(f"(() => {{ const s = document.getElementById('ghost-source'); s.value = '{source}';"
+                   " s.dispatchEvent(new Event('change')); })()")
+    assert b.console_errors() == []
 
 
 def test_decoded_joints_match_onnxruntime(page):
@@ -278,6 +282,17 @@ def test_decoded_joints_match_onnxruntime(page):
         masked = idx.copy()
         masked[..., stages:] = -1
         assert np.abs(page_j.reshape(-1, 22, 3) - rt.decode(cats, masked)[1][0]).max() < 1e-4
+    # ... and through the slider: 0 stages = the pose codes alone.
+    q = idx.shape[-1]
+    for value in (0, q):
+        count = b.evaluate("window.__studio.decodeCount")
+        b.evaluate(f"(() => {{ const s = document.getElementById('stages'); s.value = '{value}';"
+                   " s.dispatchEvent(new Event('input')); })()")
+        b.wait_for(f"window.__studio.decodeCount > {count}", timeout=60)
+        masked = idx.copy()
+        masked[..., value:] = -1
+        assert b.evaluate("window.__studio.stages()") == value
+        assert np.abs(_decoded(b) - rt.decode(cats, masked)[1][0]).max() < 1e-4
 
 
 def test_edit_through_ui_changes_decoded_joints(page):

@@ -135,10 +135,19 @@ async function redecode({ both = false, resetCamera = false } = {}) {
   hook.decodeCount++;
   hook.lastDecodeMs = edited.ms;
   $("decode-time").textContent = `decoded ${edited.frames} frames in ${edited.ms.toFixed(1)} ms (wasm, 1 thread)`;
-  S.player.setMotion(edited, original, { resetCamera });
+  S.player.setMotion(edited, ghostMotion(original), { resetCamera });
   S.strips.set(S.cats, S.origCats, S.n);
   $("scrub").max = String(edited.frames - 1);
   updateCounter(S.player.frame);
+}
+
+/** What the player compares the edited motion with: the unedited decode or the source motion. */
+function ghostMotion(original) {
+  if ($("ghost-source").value !== "dataset") return original;
+  if (!S.sourceMotion || S.sourceMotion.id !== S.motion.id) {
+    S.sourceMotion = { id: S.motion.id, joints: Float32Array.from(S.motion.joints), frames: S.motion.frames };
+  }
+  return S.sourceMotion;
 }
 
 function updateCounter(frame) {
@@ -353,6 +362,10 @@ async function main() {
   $("scrub").addEventListener("input", () => { S.player.seek(Number($("scrub").value)); updateCounter(S.player.frame); });
   $("speed").addEventListener("change", () => { S.player.speed = Number($("speed").value); });
   $("ghost-mode").addEventListener("change", () => S.player.setGhostMode($("ghost-mode").value));
+  $("ghost-source").addEventListener("change", () => {
+    if (S.edited) S.player.setMotion(S.edited, ghostMotion(S.original));
+    $("legend-original").textContent = $("ghost-source").value === "dataset" ? "source" : "original";
+  });
   $("search").addEventListener("input", renderLibrary);
   $("apply-edit").addEventListener("click", applyEdit);
   $("undo-edit").addEventListener("click", undoEdit);
