@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .exporter import MANIFEST_FORMAT
+from .graphs import FEATURE_LIMIT
 
 
 def make_session(path: str | Path, *, threads: int | None = None, providers: list[str] | None = None):
@@ -77,6 +78,9 @@ class OnnxMotionTokenizer:
                              f"(crop to {t - t % self.unit} frames)")
         if not np.isfinite(x).all():
             raise ValueError("features: contains NaN or Inf")
+        if np.abs(x).max() > FEATURE_LIMIT:
+            raise ValueError(f"features: values beyond +-{FEATURE_LIMIT:g}; expected RAW HumanML3D features "
+                             "(the graph would flag these tokens invalid)")
         names = ["categories", "indices"] if self.uses_rvq else ["categories"]
         return tuple(self.session("encoder").run(names, {"features": x.astype(np.float32)}))
 
