@@ -23,6 +23,8 @@ _LAZY = {
     "ResidualVQ": ("rvqfast.quantize", "ResidualVQ"),
     "GroupedResidualVQ": ("rvqfast.quantize", "GroupedResidualVQ"),
     "FSQ": ("rvqfast.quantize", "FSQ"),
+    "SimVQ": ("rvqfast.quantize", "SimVQ"),
+    "ResidualSimVQ": ("rvqfast.quantize", "ResidualSimVQ"),
     "ResidualFSQ": ("rvqfast.quantize", "ResidualFSQ"),
     "GroupedResidualFSQ": ("rvqfast.quantize", "GroupedResidualFSQ"),
     "MotionTokenizer": ("rvqfast.models", "MotionTokenizer"),

@@ -14,9 +14,10 @@ from .compat import missing_name_error, to_vector_quantize_pytorch
 from .fsq import FSQ, GroupedResidualFSQ, ResidualFSQ
 from .grouped import GroupedResidualVQ
 from .residual_vq import ResidualVQ
+from .simvq import ResidualSimVQ, SimVQ
 from .vector_quantize import VectorQuantize
 
-__all__ = ["FSQ", "GroupedResidualFSQ", "ResidualFSQ", "GroupedResidualVQ", "ResidualVQ", "VectorQuantize", "to_vector_quantize_pytorch"]
+__all__ = ["FSQ", "GroupedResidualFSQ", "ResidualFSQ", "GroupedResidualVQ", "ResidualSimVQ", "ResidualVQ", "SimVQ", "VectorQuantize", "to_vector_quantize_pytorch"]
 
 
 def __getattr__(name: str):

@@ -31,7 +31,7 @@ KNOWN_UNSUPPORTED = frozenset(
 
 
 # vector-quantize-pytorch's exports (1.32) that rvqfast provides as drop-ins.
-PROVIDED = ("VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ")
+PROVIDED = ("VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ", "SimVQ", "ResidualSimVQ")
 
 # vector-quantize-pytorch's exports (1.32) that rvqfast does not provide: the one list. Importing
 # one from rvqfast or rvqfast.quantize raises an ImportError naming it (see missing_name_error).
@@ -46,8 +46,6 @@ NOT_PROVIDED = {
     "Sequential": "vector-quantize-pytorch's Sequential helper",
     "LFQ": "lookup-free quantization",
     "ResidualLFQ": "residual lookup-free quantization",
-    "SimVQ": "SimVQ (codebook through a learned linear map)",
-    "ResidualSimVQ": "residual SimVQ",
 }
 
 

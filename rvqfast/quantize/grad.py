@@ -246,3 +246,16 @@ def stages_autograd(x: Tensor, embed: Tensor, sp: StagePass) -> tuple[Tensor, Te
         x, embed, quantized, losses, sp.residuals, sp.indices, sp.sqnorm, sp.code_sq, sp.dist_sq,
         list(sp.stage_codebook), sp.rotation, sp.cosine, float(sp.commit_weight), sp.learnable,
     )
+
+
+def rotate_to(src: Tensor, tgt: Tensor) -> Tensor:
+    """``tgt`` in value, the rotation trick's gradient to ``src`` (none to ``tgt``): ``s R src``
+    with ``R``, ``s`` as in this module's docstring, all held constant. Plain autograd, for the
+    modules that do not use the fused stage node (SimVQ); rows along the last axis."""
+    ns = src.norm(dim=-1, keepdim=True)
+    nt = tgt.norm(dim=-1, keepdim=True)
+    u = (src / ns.clamp(min=_EPS)).detach()
+    q = (tgt / nt.clamp(min=_EPS)).detach()
+    w = torch.nn.functional.normalize(u + q, dim=-1, eps=_EPS)
+    rotated = src - 2 * (src * w).sum(-1, keepdim=True) * w + 2 * (src * u).sum(-1, keepdim=True) * q
+    return rotated * (nt / ns.clamp(min=_EPS)).detach()
