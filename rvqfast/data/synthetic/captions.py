@@ -33,7 +33,9 @@ _POS = {
     "spin": "NOUN", "heel": "NOUN", "buttock": "NOUN", "towards": "ADP", "elbow": "NOUN",
     "upper": "ADJ", "weight": "NOUN", "off": "ADP", "onto": "ADP", "from": "ADP",
     "lying": "VERB", "face": "NOUN", "under": "ADP", "all": "DET", "around": "ADV",
-    "moment": "NOUN", "something": "PRON", "knee": "NOUN",
+    "moment": "NOUN", "something": "PRON", "knee": "NOUN", "opposite": "ADJ", "each": "DET",
+    "windmill": "NOUN", "toe": "NOUN", "split": "NOUN", "straddle": "NOUN", "apart": "ADV",
+    "sideways": "ADV", "legs": "NOUN",
 }
 _VERB_LEMMA = {
     "walks": "walk", "runs": "run", "jogs": "jog", "sneaks": "sneak", "curving": "curve",
@@ -52,7 +54,8 @@ _VERB_LEMMA = {
     "cartwheels": "cartwheel", "turns": "turn", "kicks": "kick", "rolls": "roll", "tucks": "tuck",
     "pushes": "push", "rises": "rise", "lies": "lie", "lowers": "lower", "flips": "flip",
     "lunges": "lunge", "pulls": "pull", "swings": "swing", "bends": "bend", "shifts": "shift",
-    "picks": "pick", "touches": "touch", "sits": "sit", "moves": "move",
+    "picks": "pick", "touches": "touch", "sits": "sit", "moves": "move", "slides": "slide",
+    "stretches": "stretch", "twists": "twist",
 }
 
 

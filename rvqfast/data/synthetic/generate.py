@@ -60,10 +60,10 @@ _SAMPLED = [a for g in _GROUPS for a in _GROUPS[g]]
 FAMILIES: dict[str, list[str]] = {
     "locomotion": ["walk", "run", "jog", "walk_backwards", "crouch_walk", "side_step", "turn"],
     "jumps": ["jump", "jumping_jacks"],
-    "lower_body": ["sit", "squat", "crouch", "kneel", "lunge"],
+    "lower_body": ["sit", "squat", "crouch", "kneel", "lunge", "split"],
     "arms": ["wave", "punch", "clap", "throw", "cross_arms", "raise_arms"],
     "kicks": ["kick", "spin_kick"],
-    "trunk": ["side_bend", "twist", "bend_over", "reach_floor"],
+    "trunk": ["side_bend", "twist", "bend_over", "reach_floor", "toe_touch"],
     "floor": ["crawl", "roll", "get_up", "lie_down"],
     "acrobatics": ["cartwheel", "handstand", "backflip"],
     "dance_idle": ["dance", "idle"],

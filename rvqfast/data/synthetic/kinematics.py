@@ -221,3 +221,20 @@ def mirror_joints(joints: np.ndarray) -> np.ndarray:
     out = joints[:, MIRROR_PERM].copy()
     out[..., 0] *= -1
     return out
+
+
+def matrix_to_euler(rot: np.ndarray) -> np.ndarray:
+    """Angles (..., 3) (x, y, z) with R = Ry(y) Rz(z) Rx(x), inverse of _euler_to_matrix."""
+    z = np.arcsin(np.clip(rot[..., 1, 0], -1.0, 1.0))
+    x = np.arctan2(-rot[..., 1, 2], rot[..., 1, 1])
+    y = np.arctan2(-rot[..., 2, 0], rot[..., 0, 0])
+    return np.stack([x, y, z], -1)
+
+
+def abducted_hip(pelvis_pitch: float, abduction: float) -> np.ndarray:
+    """Hip Euler angles that spread a leg by ``abduction`` in the world's frontal plane under a
+    pelvis pitched forward by ``pelvis_pitch`` (a Z angle on the hip itself would turn about the
+    pitched pelvis's axis instead)."""
+    pitch = np.array([pelvis_pitch, 0.0, 0.0])
+    spread = np.array([0.0, 0.0, abduction])
+    return matrix_to_euler(_euler_to_matrix(-pitch) @ _euler_to_matrix(spread))

@@ -26,10 +26,23 @@ SPINE_RANGE = {X: (-0.5, 1.5), Z: (-0.7, 0.7), Y: (-1.2, 1.2)}
 NECK_RANGE = {X: (-0.7, 0.9), Y: (-1.2, 1.2), Z: (-0.5, 0.5)}
 
 
+# Share of key targets put at the very end of a joint's range (full flexion, full reach):
+# uniform draws alone would visit the last few degrees almost never.
+END_OF_RANGE_P = 0.12
+
+
+def _targets(rng, lo, hi, k):
+    """k key targets in [lo, hi]: uniform, with END_OF_RANGE_P of them at either end."""
+    vals = rng.uniform(lo, hi, size=k)
+    ends = rng.random(k) < END_OF_RANGE_P
+    vals[ends] = np.where(rng.random(int(ends.sum())) < 0.5, lo, hi)
+    return vals
+
+
 def _channel(t, rng, lo, hi, dur, hold_p=0.3):
     """One channel through random targets in [lo, hi], holding some keys (still phases)."""
     ts = random_key_times(rng, dur)
-    vals = rng.uniform(lo, hi, size=len(ts))
+    vals = _targets(rng, lo, hi, len(ts))
     vals[0] = np.clip(0.0, lo, hi)  # start near the rest pose
     for k in range(1, len(vals)):
         if rng.random() < hold_p:
@@ -44,7 +57,7 @@ def _arm(s, t, rng, dur, left: bool):
     ts = random_key_times(rng, dur)
     # Shoulder channels share key times so the arm moves as one reach, not three motors.
     for (name, ax), (lo, hi) in ARM_RANGE.items():
-        vals = rng.uniform(lo, hi, size=len(ts))
+        vals = _targets(rng, lo, hi, len(ts))
         vals[0] = np.clip(0.0, lo, hi)
         sign = g if ax in (Y, Z) else 1.0
         s.ang[:, joint[name], ax] = sign * mj_keys(t, ts, vals)
@@ -67,7 +80,7 @@ def _free_leg(s, t, rng, dur, left: bool):
     joint = {"hip": hip, "knee": knee, "ankle": ankle}
     ts = random_key_times(rng, dur)
     for (name, ax), (lo, hi) in LEG_RANGE.items():
-        vals = rng.uniform(lo, hi, size=len(ts))
+        vals = _targets(rng, lo, hi, len(ts))
         vals[0] = np.clip(0.0, lo, hi)
         sign = g if ax in (Y, Z) else 1.0
         s.ang[:, joint[name], ax] = sign * mj_keys(t, ts, vals)

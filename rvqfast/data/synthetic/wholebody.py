@@ -1,6 +1,6 @@
 """Whole-body and floor motions: cartwheel, handstand, forward / backward roll, lying down,
 getting up from lying face down or face up, backflip, spin kick, lunges, reaching down to the
-floor.
+floor, windmill toe touches, a side split.
 
 Each is key-framed with minimum-jerk interpolation (:func:`~.kinematics.mj_keys`). The root's
 Euler angles carry the whole-body rotations: +X pitches the body forward (face down at +pi/2),
@@ -14,7 +14,7 @@ import numpy as np
 from .kinematics import (
     L_ANKLE, L_ELB, L_HIP, L_KNEE, L_SH, NECK, PELVIS, R_ANKLE, R_ELB, R_HIP, R_KNEE, R_SH,
     SPINE, SPINE_SHARE, X, Y, Z, Segment, _blank, _duration, _flat_feet, _lock_feet, _pick_side,
-    mj_keys,
+    abducted_hip, mj_keys,
 )
 
 TAU = 2 * np.pi
@@ -231,22 +231,47 @@ def act_lunge(n, t, rng, off):
     return s
 
 
+def _hand_point(pos: np.ndarray, elbow: int, wrist: int) -> np.ndarray:
+    """The virtual hand point (0.08 m beyond the wrist along the forearm) of FK poses (P, 22, 3)."""
+    fore = pos[:, wrist] - pos[:, elbow]
+    return pos[:, wrist] + 0.08 * fore / np.linalg.norm(fore, axis=-1, keepdims=True)
+
+
+def _solve(off, make_pose, grid, cost):
+    """The grid parameters whose single-frame pose (from ``make_pose(params) -> (22, 3)
+    angles``) minimises ``cost(joint positions (P, 22, 3))``: a small brute-force IK."""
+    from .kinematics import forward_kinematics
+    cands = list(grid)
+    ang = np.stack([make_pose(*c) for c in cands])
+    return cands[int(np.argmin(cost(forward_kinematics(ang, off))))]
+
+
 def act_reach_floor(n, t, rng, off):
     s = _blank(n)
     side, sign = _pick_side(rng)
     both = rng.random() < 0.4
+    stoop = rng.random() < 0.5  # stoop (nearly straight legs) or squat down to reach
+    sh_j, elb_j, wr_j = (L_SH, L_ELB, 20) if side == "left" else (R_SH, R_ELB, 21)
+
+    def pose(pitch, knee):
+        a = np.zeros((22, 3))
+        a[PELVIS, X] = pitch
+        a[[L_HIP, R_HIP], X] = -pitch - 0.45 * knee
+        a[[L_KNEE, R_KNEE], X] = knee
+        a[list(SPINE), X] = 0.4 * SPINE_SHARE
+        for sh in ((L_SH, R_SH) if both else (sh_j,)):
+            a[sh, X] = -(pitch + 0.4)  # arm hanging straight down
+        return a
+
+    pitches = np.linspace(0.9, 1.5, 7) if stoop else np.linspace(0.3, 0.9, 7)
+    knees = np.linspace(0.1, 0.6, 6) if stoop else np.linspace(1.2, 2.6, 8)
+    # The hand (and its floor contact) just touching the floor in front of the feet.
+    pitch, knee = _solve(off, lambda p, k: pose(p, k), [(p, k) for p in pitches for k in knees],
+                         lambda pos: np.abs(_hand_point(pos, elb_j, wr_j)[:, 1]
+                                            - pos[:, [7, 8, 10, 11], 1].min(1) - 0.03))
     dur = _duration(t)
-    e = mj_keys(t, [0, 0.25 * dur, 0.55 * dur, 0.8 * dur, dur + 1], [0, 1, 1, 0, 0])
-    stoop = rng.random() < 0.5  # stoop (straight legs) or squat down to reach
-    pitch = (1.3 if stoop else 0.8) * e
-    s.ang[:, PELVIS, X] = pitch
-    s.ang[:, [L_HIP, R_HIP], X] = (-pitch + (0.0 if stoop else -1.0) * e)[:, None]
-    s.ang[:, [L_KNEE, R_KNEE], X] = ((0.15 if stoop else 1.7) * e)[:, None]
-    s.ang[:, list(SPINE), X] = (0.5 * e)[:, None] * SPINE_SHARE
-    arms = [(L_SH, L_ELB), (R_SH, R_ELB)] if both else [(L_SH, L_ELB) if side == "left" else (R_SH, R_ELB)]
-    for sh, elb in arms:
-        s.ang[:, sh, X] = -1.0 * e
-        s.ang[:, elb, X] = -0.1 * e
+    e = mj_keys(t, [0, 0.3 * dur, 0.55 * dur, 0.85 * dur, dur + 1], [0, 1, 1, 0, 0])
+    s.ang[:] = e[:, None, None] * pose(pitch, knee)[None]
     _flat_feet(s)
     _lock_feet(s, off, [L_ANKLE, R_ANKLE])
     if both:
@@ -256,6 +281,66 @@ def act_reach_floor(n, t, rng, off):
         s.phrases = [f"reaches down to the floor with the {side} hand",
                      f"bends down and picks something up with the {side} hand",
                      f"touches the ground with the {side} hand"]
+    return s
+
+
+def act_toe_touch(n, t, rng, off):
+    """Windmill: feet wide, bend and twist to touch each foot with the opposite hand."""
+    s = _blank(n)
+    stance = rng.uniform(0.3, 0.5)
+    hips = {}  # (pitch) -> spread hip angles, shared by the grid's poses
+
+    def pose(sgn, pitch, twist, arm, across, knee):  # sgn +1: left hand to right foot
+        a = np.zeros((22, 3))
+        a[PELVIS, X] = pitch
+        if pitch not in hips:
+            hips[pitch] = abducted_hip(pitch, stance), abducted_hip(pitch, -stance)
+        a[L_HIP], a[R_HIP] = hips[pitch]
+        a[[L_HIP, R_HIP], X] -= 0.5 * knee
+        a[[L_KNEE, R_KNEE], X] = knee
+        a[list(SPINE), Y] = -sgn * twist * SPINE_SHARE
+        a[list(SPINE), X] = 0.3 * SPINE_SHARE
+        reach, up = (L_SH, R_SH) if sgn > 0 else (R_SH, L_SH)
+        a[reach, X] = -arm
+        a[reach, Z] = -sgn * across  # adduction: the arm reaches across the body
+        a[up, Z] = -sgn * 1.4
+        return a
+
+    grid = [(p, tw, a, c, k) for p in np.linspace(1.0, 2.0, 5) for tw in np.linspace(-1.2, 1.2, 7)
+            for a in np.linspace(0.8, 2.4, 5) for c in (0.0, 0.4) for k in (0.0, 0.5, 1.0)]
+    keys = {}
+    for sgn, (elb, wr, foot) in ((1, (L_ELB, 20, 11)), (-1, (R_ELB, 21, 10))):
+        keys[sgn] = pose(sgn, *_solve(off, lambda p, tw, a, c, k: pose(sgn, p, tw, a, c, k), grid,
+                                      lambda pos: np.linalg.norm(_hand_point(pos, elb, wr)
+                                                                 - pos[:, foot], axis=-1)))
+    dur = _duration(t)
+    n_touch = max(2, int(dur / 1.2))
+    times = np.linspace(0, dur, 2 * n_touch + 1)
+    seq = [np.zeros((22, 3))] + [keys[1 if k % 2 == 0 else -1] if j % 2 == 0 else
+                                 0.5 * (keys[1] + keys[-1]) * 0.6
+                                 for k in range(n_touch) for j in range(2)][:2 * n_touch - 1] \
+        + [np.zeros((22, 3))]
+    s.ang[:] = mj_keys(t, times, np.stack(seq).reshape(len(seq), -1)).reshape(n, 22, 3)
+    _flat_feet(s)
+    _lock_feet(s, off, [L_ANKLE, R_ANKLE])
+    s.phrases = ["touches the opposite foot with each hand", "does windmill toe touches",
+                 "bends and twists to touch the toes with the opposite hand"]
+    return s
+
+
+def act_split(n, t, rng, off):
+    """Slides the legs apart sideways into a straddle split, the hands on the floor."""
+    s = _blank(n)
+    dur = _duration(t)
+    width = rng.uniform(1.0, 1.45)
+    e = mj_keys(t, [0, 0.35 * dur, 0.65 * dur, dur + 1], [0, 1, 1, 0])
+    s.ang[:, PELVIS, X] = 0.5 * e
+    s.ang[:, L_HIP] = np.stack([abducted_hip(0.5 * v, width * v) for v in e])
+    s.ang[:, R_HIP] = np.stack([abducted_hip(0.5 * v, -width * v) for v in e])
+    s.ang[:, [L_SH, R_SH], X] = (-1.0 * e)[:, None]
+    s.ang[:, [L_ANKLE, R_ANKLE], Z] = np.stack([-width * e, width * e], -1)  # feet flat on their edges
+    s.phrases = ["slides down into a side split", "does a straddle split",
+                 "stretches the legs apart into a split"]
     return s
 
 
@@ -269,4 +354,6 @@ WHOLE_BODY = {
     "spin_kick": (act_spin_kick, (1.8, 2.8)),
     "lunge": (act_lunge, (3.0, 6.0)),
     "reach_floor": (act_reach_floor, (2.5, 4.0)),
+    "toe_touch": (act_toe_touch, (3.0, 6.0)),
+    "split": (act_split, (3.0, 5.0)),
 }
