@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from .server import make_server
 
     torch.set_num_threads(1)  # the server encodes one motion at a time; leave the cores to the browser
+    print(f"rvqfast studio: loading {args.run} and exporting its decoder…", file=sys.stderr, flush=True)
     try:
         state = build_state(args.run, None if args.data == "none" else args.data, cache_dir=args.cache,
                             max_motions=args.max_motions)
