@@ -24,6 +24,8 @@ _LAZY = {
     "GroupedResidualVQ": ("rvqfast.quantize", "GroupedResidualVQ"),
     "FSQ": ("rvqfast.quantize", "FSQ"),
     "SimVQ": ("rvqfast.quantize", "SimVQ"),
+    "LFQ": ("rvqfast.quantize", "LFQ"),
+    "ResidualLFQ": ("rvqfast.quantize", "ResidualLFQ"),
     "ResidualSimVQ": ("rvqfast.quantize", "ResidualSimVQ"),
     "ResidualFSQ": ("rvqfast.quantize", "ResidualFSQ"),
     "GroupedResidualFSQ": ("rvqfast.quantize", "GroupedResidualFSQ"),

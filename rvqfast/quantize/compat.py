@@ -31,7 +31,10 @@ KNOWN_UNSUPPORTED = frozenset(
 
 
 # vector-quantize-pytorch's exports (1.32) that rvqfast provides as drop-ins.
-PROVIDED = ("VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ", "SimVQ", "ResidualSimVQ")
+PROVIDED = (
+    "VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
+    "SimVQ", "ResidualSimVQ", "LFQ", "ResidualLFQ",
+)
 
 # vector-quantize-pytorch's exports (1.32) that rvqfast does not provide: the one list. Importing
 # one from rvqfast or rvqfast.quantize raises an ImportError naming it (see missing_name_error).
@@ -44,8 +47,6 @@ NOT_PROVIDED = {
     "BinaryMapper": "binary mapper",
     "HierarchicalVQ": "hierarchical VQ",
     "Sequential": "vector-quantize-pytorch's Sequential helper",
-    "LFQ": "lookup-free quantization",
-    "ResidualLFQ": "residual lookup-free quantization",
 }
 
 
