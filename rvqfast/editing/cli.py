@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rvqfast._cli import cli_entry
 from rvqfast._io import atomic_write, atomic_write_json, atomic_write_text
 
 from .apply import DEFAULT_BLEND_FRAMES, RESIDUAL_POLICIES, edit
@@ -71,6 +72,7 @@ def _run_suite(args, tok) -> int:
     return 0
 
 
+@cli_entry("rvqfast.edit")  # --debug: traceback instead of a one-line message
 def main(argv: list[str] | None = None) -> int:
     """Entry of ``python -m rvqfast.edit``."""
     ap = argparse.ArgumentParser(prog="python -m rvqfast.edit",
