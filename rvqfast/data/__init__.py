@@ -97,12 +97,46 @@ def default_dataset(root: str | Path | None = None, *, progress: bool = True,
                 raise FileExistsError(
                     f"root: {root} is not empty and was not written by rvqfast's generator; "
                     "remove it or choose another folder (RVQFAST_DATA)")
+            foreign = _foreign_files(root)
+            if foreign:
+                # Only a folder holding nothing but generator files may be replaced.
+                raise FileExistsError(
+                    f"root: {root} holds an incomplete or different generated dataset AND files "
+                    f"rvqfast did not write ({', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}); "
+                    "nothing was changed: move those files away or choose another folder (RVQFAST_DATA)")
+            # Regenerate next to it, then swap, so the old folder stays intact until the new is complete.
+            fresh = root.with_name(f".{root.name}.fresh-{os.getpid()}")
+            write_dataset_atomically(fresh, n_motions=n_motions, seed=seed, progress=progress)
             stale = root.with_name(f".{root.name}.stale-{os.getpid()}")
             os.rename(root, stale)
+            os.rename(fresh, root)
             shutil.rmtree(stale, ignore_errors=True)
-        else:
-            root.rmdir()
+            return root
+        root.rmdir()
     return write_dataset_atomically(root, n_motions=n_motions, seed=seed, progress=progress)
+
+
+_GENERATED_TOP = {MANIFEST, "Mean.npy", "Std.npy", "train.txt", "val.txt", "test.txt", "all.txt",
+                  "new_joint_vecs", "new_joints", "texts"}
+_GENERATED_SUB = {"new_joint_vecs": ".npy", "new_joints": ".npy", "texts": ".txt"}
+
+
+def _foreign_files(root: Path) -> list[str]:
+    """Entries of ``root`` that the synthetic generator never writes (relative paths): anything
+    but its fixed top-level files and, in the three sub-folders, the motions listed in all.txt."""
+    try:
+        names = set((root / "all.txt").read_text(encoding="utf-8").split())
+    except (OSError, UnicodeDecodeError):
+        names = set()
+    out = []
+    for p in sorted(root.iterdir()):
+        if p.name not in _GENERATED_TOP or (p.name in _GENERATED_SUB) != p.is_dir():
+            out.append(p.name)
+        elif p.is_dir():
+            ext = _GENERATED_SUB[p.name]
+            out += [f"{p.name}/{q.name}" for q in sorted(p.iterdir())
+                    if not (q.is_file() and q.suffix == ext and q.stem in names)]
+    return out
 
 
 def resolve_dataset(data: str | Path) -> Path:
