@@ -190,3 +190,20 @@ def test_debug_flag_reraises(tmp_path):
     f.write_text("x")
     with pytest.raises(Exception, match="not a folder"):
         train_cli(["--out", str(f), "--no-progress", "--debug"])
+
+
+def test_non_finite_batch_names_step_and_data(data, tmp_path, monkeypatch):
+    # defect 5: training died with "x contains NaN or Inf values" naming no file or step
+    from rvqfast.train import TrainingError
+    from rvqfast.train.loop import WindowSampler
+
+    real = WindowSampler.batch
+
+    def poisoned(self, step, *a):
+        x = real(self, step, *a)
+        return x * float("nan") if step == 1 else x
+
+    monkeypatch.setattr(WindowSampler, "batch", poisoned)
+    with pytest.raises(TrainingError, match=rf"step 1: .*--data {data}.*rvqfast.data check"):
+        train(build_config("quick", None, {**TINY, "data": str(data), "out": str(tmp_path / "r"), "steps": 3}),
+              progress=False)
