@@ -23,7 +23,10 @@ from ._validate import (
 )
 from .backends import available_backends, resolve
 
-__all__ = ["nearest_code", "rvq_encode", "rvq_decode", "ema_stats", "available_backends", "resolve_precision"]
+__all__ = [
+    "nearest_code", "rvq_encode", "rvq_decode", "ema_stats", "available_backends", "resolve_precision",
+    "resolve_backend_precision",
+]
 
 
 # Below this dimension the bf16 screen saves too little of the product to pay for the re-rank
@@ -60,6 +63,23 @@ def resolve_precision(precision: str, backend: str, device: torch.device, dim: i
     return "certified" if certified_native and big_enough and _has_bf16_matrix_units(device) else "exact"
 
 
+def resolve_backend_precision(backend: str, precision: str, device: torch.device, dim: int | None = None) -> tuple[str, str]:
+    """``(backend, precision)`` with ``"auto"`` resolved for ``device`` and feature size ``dim``."""
+    if torch.compiler.is_compiling():
+        return _resolve_while_tracing(backend, precision, device, dim)
+    b = resolve(backend, device)
+    return b, resolve_precision(precision, b, device, dim)
+
+
+# Evaluated once while torch.compile traces and baked into the graph: the answer depends only on
+# the arguments and the machine, and finding it imports backends and reads /proc/cpuinfo, which
+# dynamo cannot trace.
+@torch.compiler.assume_constant_result
+def _resolve_while_tracing(backend: str, precision: str, device: torch.device, dim: int | None) -> tuple[str, str]:
+    b = resolve(backend, device)
+    return b, resolve_precision(precision, b, device, dim)
+
+
 def _prep_search(x: Tensor, codebook: Tensor, cb_name: str, cb_ndim: int, cb_hint: str, backend: str, precision: str):
     check_float("x", x, 2, " (N, D)")
     check_float(cb_name, codebook, cb_ndim, cb_hint)
@@ -72,8 +92,8 @@ def _prep_search(x: Tensor, codebook: Tensor, cb_name: str, cb_ndim: int, cb_hin
         raise ValueError(f"x has D={x.shape[1]} but {cb_name} has D={codebook.shape[-1]}: they must match")
     check_search_input("x", x)
     check_search_input(cb_name, codebook)
-    b = resolve(backend, device)
-    return x.contiguous(), codebook.contiguous(), b, resolve_precision(precision, b, device, x.shape[1])
+    b, p = resolve_backend_precision(backend, precision, device, x.shape[1])
+    return x.contiguous(), codebook.contiguous(), b, p
 
 
 def nearest_code(
@@ -128,7 +148,7 @@ def rvq_decode(indices: Tensor, codebooks: Tensor, *, backend: str = "auto") -> 
         raise ValueError(
             f"indices has {indices.shape[1]} stages but codebooks only {codebooks.shape[0]}"
         )
-    b = resolve(backend, device)
+    b, _ = resolve_backend_precision(backend, "exact", device)
     cbs = codebooks[: indices.shape[1]].contiguous()
     return _ops.rvq_decode(indices.long().contiguous(), cbs, b)
 
@@ -143,5 +163,5 @@ def ema_stats(x: Tensor, indices: Tensor, num_codes: int, *, backend: str = "aut
         raise ValueError(f"indices has {indices.shape[0]} rows but x has {x.shape[0]}")
     device = check_same_device(x=x, indices=indices)
     check_finite("x", x)
-    b = resolve(backend, device)
+    b, _ = resolve_backend_precision(backend, "exact", device)
     return _ops.ema_stats(x.contiguous(), indices.long().contiguous(), num_codes, b)

@@ -113,8 +113,10 @@ def test_dead_code_expiry_under_fullgraph_replaces_dead_codes_with_inputs():
 
 
 def test_public_ops_trace_with_fullgraph():
+    # D=128 reaches the "auto" precision choice that reads /proc/cpuinfo (resolved once while
+    # tracing, not traced).
     _fresh_compile_state()
-    x, cb, cbs = torch.randn(10, 8), torch.randn(6, 8), torch.randn(3, 6, 8)
+    x, cb, cbs = torch.randn(10, 128), torch.randn(6, 128), torch.randn(3, 6, 128)
 
     def f(x, cb, cbs):
         i, d = ops.nearest_code(x, cb)
@@ -126,6 +128,8 @@ def test_public_ops_trace_with_fullgraph():
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     for a, b in zip(compiled(x, cb, cbs), f(x, cb, cbs)):
         torch.testing.assert_close(a, b)
+    rvq = ResidualVQ(dim=128, num_quantizers=3, codebook_size=6).eval()
+    assert torch.equal(torch.compile(rvq, fullgraph=True, backend="aot_eager")(x[None])[1], rvq(x[None])[1])
 
 
 def test_issue_scenario_inductor_keeps_gradients():

@@ -6,14 +6,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _ops, ops
-from ..backends import resolve
 from . import distributed as ddp
 
 
 def resolve_backend(backend: str, precision: str, device: torch.device, dim: int | None = None) -> tuple[str, str]:
     """Resolve ``"auto"`` once per forward; the per-stage calls then skip re-validation."""
-    b = resolve(backend, device)
-    return b, ops.resolve_precision(precision, b, device, dim)
+    return ops.resolve_backend_precision(backend, precision, device, dim)
 
 
 def all_finite(t: Tensor) -> bool:
