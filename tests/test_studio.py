@@ -187,15 +187,24 @@ def test_upload_valid_bvh_and_export_endpoint(studio, run_and_data):
         assert _request(port, "POST", "/api/export/bvh", bad)[0] == 400
 
 
-def test_decoder_export_is_cached(run_and_data):
-    run, data = run_and_data
-    state = build_state(run, None)
+def test_decoder_export_is_cached(run_and_data, tmp_path):
+    import shutil
+    run, _ = run_and_data
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("studio_export", "checkpoints"))
+    before = sorted(p.name for p in copy.iterdir())
+    state = build_state(copy, None)
     mtime = (state.export_dir / "decoder.onnx").stat().st_mtime_ns
-    state2 = build_state(run, None)
-    assert state2.export_dir == state.export_dir
+    state2 = build_state(copy, None)
+    assert state2.export_dir == state.export_dir == copy / "studio_export"
     assert (state2.export_dir / "decoder.onnx").stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in run.iterdir() if p.name not in ("checkpoints", "log.jsonl", "config.json",
-                                                                   "model.safetensors")) == ["studio_export"]
+    assert sorted(p.name for p in copy.iterdir()) == sorted(before + ["studio_export"])  # nothing else written
+    # A stamp that does not match the weights (new training) makes it export again.
+    stamp = json.loads((state.export_dir / "studio_stamp.json").read_text())
+    (state.export_dir / "studio_stamp.json").write_text(json.dumps({"weights_sha256": "stale"}))
+    build_state(copy, None)
+    assert (state.export_dir / "decoder.onnx").stat().st_mtime_ns != mtime
+    assert json.loads((state.export_dir / "studio_stamp.json").read_text()) == stamp
 
 
 def test_cli_prints_loopback_address_and_errors(run_and_data, tmp_path):
@@ -307,7 +316,8 @@ def test_edit_through_ui_changes_decoded_joints(page):
     cats = b.evaluate("window.__studio.categories()")
     target = 0 if cats[2 * 70 + slot] != 0 else 17  # "completely bent" unless already so
     b.evaluate(f"(() => {{ const s = document.getElementById('edit-category'); s.value = '{target}';"
-               f" s.dispatchEvent(new Event('change')); }})()")
+               f" s.dispatchEvent(new Event('change'));"
+               " document.getElementById('consistent').checked = false; })()")  # this slot only
     btn = b.evaluate("(() => { const r = document.getElementById('apply-edit').getBoundingClientRect();"
                      " return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()")
     b.mouse("mousePressed", btn["x"], btn["y"], buttons=1)
@@ -370,3 +380,45 @@ def test_malformed_upload_shows_error(page, tmp_path):
     # Only the expected failed request (HTTP 400) may be logged; no script errors.
     errors = [e for e in b.console_errors() if "400" not in e]
     assert errors == []
+
+
+def test_consistent_edit_through_edit_graph_when_the_run_has_one(page, run_and_data):
+    """edit.onnx (the editing work's engine-side edit) is wired in when this rvqfast can build it
+    and the run has a pose-code bank; the page's edit then equals onnxruntime's in Python."""
+    b, state = page
+    run, _ = run_and_data
+    try:
+        from rvqfast.export.exporter import GRAPH_NAMES
+        buildable = "edit" in GRAPH_NAMES and (run / "posecode_bank.npy").is_file()
+    except ImportError:
+        buildable = False
+    has = (state.export_dir / "edit.onnx").is_file()
+    assert has == buildable
+    assert (state.info["edit_graph"] is not None) == has == b.evaluate("window.__studio.hasEditGraph()")
+    if not has:
+        return
+    import onnxruntime as ort
+
+    from rvqfast.export.runtime import OnnxMotionTokenizer
+    b.evaluate("document.getElementById('reset-edits').click()")
+    cats0 = np.asarray(b.evaluate("window.__studio.categories()"), dtype=np.int64).reshape(1, -1, 70)
+    idx0 = np.asarray(b.evaluate("window.__studio.indices()"), dtype=np.int64).reshape(1, cats0.shape[1], -1)
+    slot, a, z, target = 0, 1, 4, 9
+    p0, p1 = (b.evaluate(f"window.__studio.cellCenter({slot}, {t})") for t in (a, z))
+    b.drag(p0["x"], p0["y"], p1["x"], p1["y"])
+    count = b.evaluate("window.__studio.decodeCount")
+    b.evaluate(f"(() => {{ document.getElementById('consistent').checked = true;"
+               f" document.getElementById('edit-category').value = '{target}';"
+               " document.getElementById('apply-edit').click(); })()")
+    b.wait_for(f"window.__studio.decodeCount > {count}", timeout=60)
+    cats1 = np.asarray(b.evaluate("window.__studio.categories()"), dtype=np.int64).reshape(cats0.shape)
+    idx1 = np.asarray(b.evaluate("window.__studio.indices()"), dtype=np.int64).reshape(idx0.shape)
+    sess = ort.InferenceSession(str(state.export_dir / "edit.onnx"), providers=["CPUExecutionProvider"])
+    request = np.full(70, -1, dtype=np.int64)
+    request[slot] = target
+    weight = np.zeros((1, cats0.shape[1]), dtype=np.float32)
+    weight[0, a:z + 1] = 1
+    want_c, want_i, _ = sess.run(None, {"categories": cats0, "indices": idx0, "request": request, "weight": weight})
+    assert np.array_equal(cats1, want_c) and np.array_equal(idx1, want_i)
+    rt = OnnxMotionTokenizer(state.export_dir, threads=1)
+    assert np.abs(_decoded(b) - rt.decode(cats1, idx1)[1][0]).max() < 1e-4

@@ -1,8 +1,10 @@
 """Put the studio together: load a run, export its decoder for the browser, fill the library."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from .server import StudioState
 from .vocabulary import vocabulary
 
 CACHE_DIRNAME = "studio_export"
+BANK_FILE = "posecode_bank.npy"  # written by training runs that support consistent edits
 _STAMP = "studio_stamp.json"
 
 
@@ -35,12 +38,43 @@ def _writable(folder: Path) -> bool:
         return False
 
 
+def _bank_sha(run_dir: Path) -> str:
+    try:
+        return hashlib.sha256((run_dir / BANK_FILE).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _export_edit_graph(tokenizer: torch.nn.Module, run_dir: Path, folder: Path) -> bool:
+    """``edit.onnx`` (consistent token-level edits, from the editing work) when this rvqfast can
+    build it and the run has a pose-code bank; the studio works without it."""
+    try:
+        from rvqfast.editing.bank import load_bank
+        from rvqfast.export.exporter import GRAPH_NAMES, export_graph
+    except ImportError:
+        return False
+    if "edit" not in GRAPH_NAMES:
+        return False
+    try:
+        bank = load_bank(run_dir)
+        if bank is None:
+            return False
+        tokenizer.posecode_bank = bank
+        export_graph("edit", tokenizer, folder / "edit.onnx")
+        return True
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"rvqfast studio: no edit.onnx ({e}); edits change the chosen slot only", file=sys.stderr)
+        (folder / "edit.onnx").unlink(missing_ok=True)
+        return False
+
+
 def export_for_browser(tokenizer: torch.nn.Module, run_dir: Path, cache_dir: Path | None = None) -> Path:
-    """``decoder.onnx`` + ``manifest.json`` of the run, in ``cache_dir`` (default RUN/studio_export,
-    or a temporary folder when the run is read-only). Reused while the run's weights are the same."""
+    """``decoder.onnx`` + ``manifest.json`` (+ ``edit.onnx`` when available) of the run, in
+    ``cache_dir`` (default RUN/studio_export, or a temporary folder when the run is read-only).
+    Reused while the run's weights (and pose-code bank) are the same."""
     from rvqfast.export import export_tokenizer
 
-    sha = _weights_sha(run_dir)
+    sha = _weights_sha(run_dir) + _bank_sha(run_dir)
     folder = Path(cache_dir) if cache_dir is not None else run_dir / CACHE_DIRNAME
     if not _writable(folder):
         folder = Path(tempfile.mkdtemp(prefix="rvqfast-studio-"))
@@ -52,6 +86,8 @@ def export_for_browser(tokenizer: torch.nn.Module, run_dir: Path, cache_dir: Pat
         fresh = False
     if not fresh:
         export_tokenizer(tokenizer, folder, graphs=["decoder"], source=str(run_dir))
+        (folder / "edit.onnx").unlink(missing_ok=True)
+        _export_edit_graph(tokenizer, run_dir, folder)
         from rvqfast._io import atomic_write_json
         atomic_write_json(stamp, {"weights_sha256": sha})
     return folder

@@ -1,14 +1,14 @@
 // rvqfast studio: library, player, pose-code strips, editing, export.
-import { Decoder, NUM_SLOTS } from "./decoder.js";
+import { Decoder, EditGraph, NUM_SLOTS } from "./decoder.js";
 import { Player } from "./player.js";
 import { Strips, shortName } from "./strips.js";
 
 const $ = (id) => document.getElementById(id);
 
 const S = {
-  info: null, decoder: null, player: null, strips: null,
+  info: null, decoder: null, editGraph: null, player: null, strips: null,
   library: [], motion: null,
-  cats: null, origCats: null, indices: null, n: 0,
+  cats: null, origCats: null, indices: null, origIndices: null, n: 0,
   stages: 0, edits: [], selection: null,
   edited: null, original: null,   // decode results {joints, features, frames, ms}
   decodeSeq: 0,
@@ -24,7 +24,8 @@ const hook = {
   categories: () => (S.cats ? Array.from(S.cats) : null),
   indices: () => (S.indices ? Array.from(S.indices) : null),
   stages: () => S.stages,
-  edits: () => S.edits.map((e) => ({ slot: e.slot, a: e.a, b: e.b, category: e.category })),
+  edits: () => S.edits.map((e) => ({ slot: e.slot, a: e.a, b: e.b, category: e.category, mode: e.mode })),
+  hasEditGraph: () => !!S.editGraph,
   cellCenter: (slot, token) => { S.strips.reveal(slot); return S.strips.cellCenter(slot, token); },
   /** Decode arbitrary codes with the page's session: {joints, features, ms}. */
   decode: async (cats, idx, n, stages) => {
@@ -110,6 +111,7 @@ async function selectMotion(id) {
   S.cats = Int32Array.from(body.categories);
   S.origCats = Int32Array.from(body.categories);
   S.indices = Int32Array.from(body.indices);
+  S.origIndices = Int32Array.from(body.indices);
   S.edits = [];
   S.selection = null;
   S.strips.selection = null;
@@ -128,7 +130,7 @@ async function redecode({ both = false, resetCamera = false } = {}) {
   const seq = ++S.decodeSeq;
   const edited = await S.decoder.decode(S.cats, S.indices, S.n, S.stages);
   let original = S.original;
-  if (both || !original) original = await S.decoder.decode(S.origCats, S.indices, S.n, S.stages);
+  if (both || !original) original = await S.decoder.decode(S.origCats, S.origIndices, S.n, S.stages);
   if (seq !== S.decodeSeq) return;   // a newer request has finished or will finish
   S.edited = edited;
   S.original = original;
@@ -202,12 +204,20 @@ async function applyEdit() {
   const sel = S.selection;
   if (!sel) return;
   const category = Number($("edit-category").value);
-  const before = [];
-  for (let t = sel.a; t <= sel.b; t++) {
-    before.push(S.cats[t * NUM_SLOTS + sel.slot]);
-    S.cats[t * NUM_SLOTS + sel.slot] = category;
+  const before = { cats: Int32Array.from(S.cats), indices: Int32Array.from(S.indices) };
+  const consistent = S.editGraph && $("consistent").checked;
+  if (consistent) {
+    // edit.onnx: the coupled slots follow the request, the residual is off on edited frames.
+    const r = await S.editGraph.apply(S.cats, S.indices, S.n, S.info.num_quantizers, sel.slot, category, sel.a, sel.b);
+    S.cats = r.categories;
+    S.indices = r.indices;
+    if (r.met.slice(sel.a, sel.b + 1).some((m) => m < 0.5)) {
+      status("edit.onnx: no pose seen in training meets this request on some frames; nearest used");
+    }
+  } else {
+    for (let t = sel.a; t <= sel.b; t++) S.cats[t * NUM_SLOTS + sel.slot] = category;
   }
-  S.edits.push({ ...sel, category, before });
+  S.edits.push({ ...sel, category, before, mode: consistent ? "consistent" : "slot" });
   updateEditPanel();
   await redecode();
 }
@@ -215,13 +225,15 @@ async function applyEdit() {
 async function undoEdit() {
   const e = S.edits.pop();
   if (!e) return;
-  e.before.forEach((k, i) => { S.cats[(e.a + i) * NUM_SLOTS + e.slot] = k; });
+  S.cats = e.before.cats;
+  S.indices = e.before.indices;
   updateEditPanel();
   await redecode();
 }
 
 async function resetEdits() {
   S.cats = Int32Array.from(S.origCats);
+  S.indices = Int32Array.from(S.origIndices);
   S.edits = [];
   updateEditPanel();
   await redecode();
@@ -333,6 +345,10 @@ async function main() {
   $("run-info").textContent = `run ${S.info.run} · ${S.info.model} · Q=${S.info.num_quantizers}`;
   status("loading decoder.onnx…");
   S.decoder = await Decoder.load(S.info.decoder, S.info);
+  if (S.info.edit_graph) {
+    S.editGraph = await EditGraph.load(S.info.edit_graph);
+    $("consistent-row").hidden = false;
+  }
   S.player = new Player($("scene"), S.info.parents);
   S.player.fps = S.info.fps;
   S.player.onFrame = (f) => updateCounter(f);

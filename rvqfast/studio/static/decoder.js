@@ -53,3 +53,38 @@ export class Decoder {
     return { joints, features, frames: out.joints.dims[1], ms };
   }
 }
+
+/** The run's edit.onnx (consistent pose-code edits), when the server exported one. */
+export class EditGraph {
+  static async load(url) {
+    return new EditGraph(await ort.InferenceSession.create(url, { executionProviders: ["wasm"] }));
+  }
+
+  constructor(session) { this.session = session; }
+
+  /**
+   * Request `category` for `slot` on latent frames a..b; returns {categories, indices} (flat,
+   * row-major) with the coupled slots completed and the residual switched off (-1) where edited.
+   */
+  async apply(categories, indices, n, q, slot, category, a, b) {
+    const c = new BigInt64Array(n * NUM_SLOTS);
+    for (let i = 0; i < c.length; i++) c[i] = BigInt(categories[i]);
+    const x = new BigInt64Array(n * q);
+    for (let i = 0; i < x.length; i++) x[i] = BigInt(indices[i]);
+    const req = new BigInt64Array(NUM_SLOTS).fill(-1n);
+    req[slot] = BigInt(category);
+    const w = new Float32Array(n);
+    for (let t = a; t <= b; t++) w[t] = 1;
+    const out = await this.session.run({
+      categories: new ort.Tensor("int64", c, [1, n, NUM_SLOTS]),
+      indices: new ort.Tensor("int64", x, [1, n, q]),
+      request: new ort.Tensor("int64", req, [NUM_SLOTS]),
+      weight: new ort.Tensor("float32", w, [1, n]),
+    });
+    return {
+      categories: Int32Array.from(out.categories_out.data, Number),
+      indices: Int32Array.from(out.indices_out.data, Number),
+      met: Array.from(out.met.data),
+    };
+  }
+}
