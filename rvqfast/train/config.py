@@ -46,6 +46,10 @@ class TrainConfig:
     posecode_loss_weight: float = 0.0
     # Limb-spliced motions added to the training set, as a share of its motions (rvqfast.train.splice).
     splice_fraction: float = 0.0
+    # Augmented copies added to the training pool (rvqfast.train.augment): a comma-separated
+    # subset of "mirror,speed,noise", and how many copies as a share of the training motions.
+    augment: str = ""
+    augment_fraction: float = 1.0
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,10 @@ class TrainConfig:
             raise ValueError(f"posecode_loss_weight: expected a finite number >= 0, got {self.posecode_loss_weight!r}")
         if not (isinstance(self.splice_fraction, (int, float)) and 0 <= self.splice_fraction <= 4):
             raise ValueError(f"splice_fraction: expected a number in [0, 4], got {self.splice_fraction!r}")
+        from .augment import parse_augment
+        parse_augment(self.augment)
+        if not (isinstance(self.augment_fraction, (int, float)) and 0 < self.augment_fraction <= 10):
+            raise ValueError(f"augment_fraction: expected a number in (0, 10], got {self.augment_fraction!r}")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay/grad_clip: expected numbers >= 0")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -304,6 +304,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
         spliced = splice_pool(train_ds.features, int(round(cfg.splice_fraction * len(train_ds.features))),
                               cfg.seed, cfg.window)
         train_norm += [train_ds.normalize(f) for f in spliced]
+    if cfg.augment:
+        from .augment import augment_pool
+        train_norm += [train_ds.normalize(f) for f in augment_pool(
+            train_ds.features, cfg.augment, cfg.seed, cfg.augment_fraction, cfg.window)]
     sampler = WindowSampler(train_norm, cfg.window, cfg.seed)
     val_windows = _val_windows([val_ds.normalize(f) for f in val_ds.features], cfg.window, cfg.val_max_windows)
 
