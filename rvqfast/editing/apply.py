@@ -45,7 +45,7 @@ class EditResult:
 
     features: np.ndarray            # (T, 263) decoded edited motion
     reconstruction: np.ndarray      # (T, 263) decoded unedited motion
-    target: np.ndarray              # (T, 263) the solved (joint-space edited) input motion
+    target: np.ndarray | None       # (T, 263) the solved (joint-space edited) input motion
     categories: np.ndarray          # (T/4, 70) edited pose codes (decoder.onnx input)
     indices: np.ndarray             # (T/4, Q) edited residual indices (decoder.onnx input)
     original_categories: np.ndarray
@@ -178,10 +178,20 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
               residual: str = "requantize", blend: int = DEFAULT_BLEND_FRAMES,
               n_quantizers: int | None = None, seen: dict[str, list[str]] | None = None,
               strict: bool = True, solver_iters: int = 150, seed: int = 0, measure: bool = True,
-              refine: int = 2, requantize: bool | None = None) -> list[EditResult]:
+              refine: int = 2, requantize: bool | None = None, method: str = "solver",
+              bank: np.ndarray | None = None) -> list[EditResult]:
     """:func:`edit` for several motions with one request; the joint-space solve runs once
-    over all their frames (``frames``: one entry per motion, None = whole motion)."""
+    over all their frames (``frames``: one entry per motion, None = whole motion).
+
+    ``method="bank"`` edits the tokens only, as ``edit.onnx`` does in an engine
+    (:mod:`rvqfast.editing.bank`; ``bank`` defaults to the run's ``posecode_bank.npy``;
+    residual ``keep`` or ``drop``)."""
     tok = tokenizer
+    if method == "bank":
+        return _edit_with_bank(tok, motions, set, frames, residual=residual, blend=blend,
+                               n_quantizers=n_quantizers, seen=seen, strict=strict, measure=measure, bank=bank)
+    if method != "solver":
+        raise ValueError(f"method: expected 'solver' or 'bank', got {method!r}")
     if not getattr(tok.config, "uses_posecodes", False):
         raise ValueError(f"tokenizer: model {tok.config.model!r} has no pose codes to edit; "
                          "use a 'posecode' or 'posecode_rvq' run")
@@ -263,6 +273,50 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
                          original_categories=cats[0].cpu().numpy(), original_indices=idx[0].cpu().numpy(),
                          frames=fr, weights=w, latent_frames=touched, requested=requested, residual=residual,
                          solver_met=float(met.double().mean()) if met.numel() else 1.0)
+        if measure:
+            from .metrics import edit_metrics
+            res.metrics = edit_metrics(res, x_np)
+        results.append(res)
+    return results
+
+
+def _edit_with_bank(tok, motions, set, frames, *, residual, blend, n_quantizers, seen, strict, measure,  # noqa: A002
+                    bank) -> list[EditResult]:
+    from .bank import bank_tensors, complete_codes, request_vector
+
+    if residual not in ("keep", "drop"):
+        raise ValueError(f"residual: the bank method has no target motion to re-quantize against; "
+                         f"use 'keep' or 'drop', got {residual!r}")
+    bank = bank if bank is not None else getattr(tok, "posecode_bank", None)
+    if bank is None:
+        raise ValueError("bank: this tokenizer has no pose-code bank (posecode_bank.npy in the run folder); "
+                         "pass bank= (rvqfast.editing.bank.bank_from_features)")
+    requested = parse_set(set)
+    check_reachable(requested, seen if seen is not None else seen_categories_of(tok), strict=strict)
+    tensors = bank_tensors(bank)
+    req = request_vector(requested)
+    frames = [None] * len(motions) if frames is None else list(frames)
+    results = []
+    for m, fr_spec in zip(motions, frames):
+        x = _as_features(m).to(tok.mean.device)
+        t = x.shape[1]
+        fr = parse_frames(fr_spec, t)
+        w = blend_weights(t, fr, blend)
+        wl = torch.from_numpy(w.reshape(-1, FRAMES_PER_TOKEN).mean(1)).to(torch.float32)[None]
+        cats, idx = tok.encode(x)
+        cats_new, met = complete_codes(cats.cpu(), req, wl, tensors)
+        touched = [int(j) for j in torch.nonzero(wl[0] >= 0.5).flatten()]
+        idx_new = idx.clone()
+        if residual == "drop" and idx.shape[-1]:
+            idx_new[:, touched] = -1
+        recon = _decode(tok, cats, idx, n_quantizers)
+        edited = _decode(tok, cats_new.to(cats.device), idx_new, n_quantizers)
+        x_np = x[0].cpu().numpy()
+        res = EditResult(features=edited[0].cpu().numpy(), reconstruction=recon[0].cpu().numpy(), target=None,
+                         categories=cats_new[0].numpy(), indices=idx_new[0].cpu().numpy(),
+                         original_categories=cats[0].cpu().numpy(), original_indices=idx[0].cpu().numpy(),
+                         frames=fr, weights=w, latent_frames=touched, requested=requested, residual=residual,
+                         solver_met=float(met[0, touched].mean()) if touched else 1.0)
         if measure:
             from .metrics import edit_metrics
             res.metrics = edit_metrics(res, x_np)

@@ -23,6 +23,7 @@ from rvqfast.motion.skeleton import FPS, PARENTS
 FOOT_JOINTS = (7, 8, 10, 11)
 SKATE_HEIGHT_M = 0.05
 BORDER_FRAMES = 3
+FRAMES_PER_TOKEN = 4
 
 
 def _joints(features: np.ndarray) -> np.ndarray:
@@ -85,8 +86,11 @@ def border_frames(frames: range, num_frames: int, width: int = BORDER_FRAMES) ->
 def edit_metrics(res, input_features: np.ndarray) -> dict:
     """All measures of an :class:`~rvqfast.editing.apply.EditResult` (see module docstring)."""
     j_in = _joints(input_features)
-    j_out, j_rec, j_tgt = _joints(res.features), _joints(res.reconstruction), _joints(res.target)
-    c_out, c_rec, c_tgt, c_in = _codes(j_out), _codes(j_rec), _codes(j_tgt), _codes(j_in)
+    j_out, j_rec = _joints(res.features), _joints(res.reconstruction)
+    c_out, c_rec, c_in = _codes(j_out), _codes(j_rec), _codes(j_in)
+    # Without a solved pose (token-only bank edits) the codes asked of the decoder stand in.
+    c_tgt = (_codes(_joints(res.target)) if res.target is not None
+             else np.repeat(res.categories, FRAMES_PER_TOKEN, axis=0)[: j_out.shape[0]])
     fr = np.arange(res.frames.start, res.frames.stop)
     req = np.array([POSECODE_SLOTS.index(s) for s in res.requested])
     tgt = np.array([category_index(s, lab) for s, lab in res.requested.items()])

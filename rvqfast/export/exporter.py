@@ -30,7 +30,7 @@ from .graphs import DecoderGraph, EncoderFront
 from .rvq_graph import add_rvq_search, build_rvq_model, codebooks_of
 from .transforms import int32_index_io, round_module_fp16, store_fp16
 
-GRAPH_NAMES = ("decoder", "encoder", "rvq")
+GRAPH_NAMES = ("decoder", "encoder", "rvq", "edit")
 MIN_OPSET, MAX_OPSET = 13, 17
 MANIFEST_FORMAT = "rvqfast.onnx-export/1"
 _DTYPE_NAMES = {TensorProto.FLOAT: "float32", TensorProto.INT64: "int64", TensorProto.INT32: "int32",
@@ -184,7 +184,14 @@ def export_graph(kind: str, source: Any, path: str | Path, *, opset: int = DEFAU
     if kind not in GRAPH_NAMES:
         raise ValueError(f"kind: expected one of {GRAPH_NAMES}, got {kind!r}")
     _check_opset(opset)
-    if kind == "rvq":
+    if kind == "edit":  # token-level pose-code edits (rvqfast.export.edit_graph)
+        from .edit_graph import build_edit_model
+        bank = getattr(source, "posecode_bank", None)
+        if bank is None:
+            raise ValueError("edit: the tokenizer has no pose-code bank (the run folder's posecode_bank.npy, "
+                             "written by python -m rvqfast.train); set tokenizer.posecode_bank")
+        model = build_edit_model(bank, source.num_quantizers, opset=opset)
+    elif kind == "rvq":
         model = build_rvq_model(source, opset=opset, fp16=fp16)
     else:
         tok = round_module_fp16(source) if fp16 else source
@@ -245,6 +252,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, graphs: list[str] | 
         raise FileNotFoundError(f"run_dir: {run_dir} is not a folder; expected a run written by "
                                 f"`python -m rvqfast.train --out RUN` (config.json + model.safetensors)")
     tok = MotionTokenizer.load(run_dir, device="cpu").eval()
+    from rvqfast.editing.bank import load_bank
+    tok.posecode_bank = load_bank(run_dir)  # None for runs without one: no edit.onnx
     return export_tokenizer(tok, out_dir, graphs=graphs, opset=opset, fp16=fp16,
                             int32_indices=int32_indices, source=str(run_dir))
 
@@ -255,7 +264,8 @@ def export_tokenizer(tokenizer: torch.nn.Module, out_dir: str | Path, *, graphs=
     import rvqfast
 
     _check_opset(opset)
-    available = [g for g in GRAPH_NAMES if g != "rvq" or tokenizer.config.uses_rvq]
+    available = [g for g in GRAPH_NAMES if (g != "rvq" or tokenizer.config.uses_rvq)
+                 and (g != "edit" or getattr(tokenizer, "posecode_bank", None) is not None)]
     if graphs is None:
         graphs = available
     graphs = list(dict.fromkeys(graphs))
@@ -264,7 +274,7 @@ def export_tokenizer(tokenizer: torch.nn.Module, out_dir: str | Path, *, graphs=
             raise ValueError(f"graphs: unknown graph {g!r}; choose from {list(GRAPH_NAMES)}")
         if g not in available:
             raise ValueError(f"graphs: {g!r} is not available for model {tokenizer.config.model!r} "
-                             f"(it has no residual quantizer); available: {available}")
+                             f"(rvq needs a residual quantizer, edit a pose-code bank); available: {available}")
     if not graphs:
         raise ValueError("graphs: expected at least one graph name")
     _check_out(out_dir)

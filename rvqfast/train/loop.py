@@ -452,6 +452,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                     result.val = v
                 model.save(out, extra={"train": cfg.to_flat_dict(), "step": step,
                                        "val": result.val, "posecode_seen": _seen_posecodes(train_ds)})
+                if cfg.tokenizer.uses_posecodes:
+                    _write_posecode_bank(train_ds, out)
                 if cfg.gif:
                     try:
                         gif = _render_gif(model, val_ds, out, device)
@@ -475,6 +477,14 @@ def _seen_posecodes(train_ds) -> dict[str, list[str]]:
     """Pose-code labels of the training motions per slot (edits check requests against it)."""
     from rvqfast.motion.posecodes import seen_categories
     return seen_categories(features_to_joints(f) for f in train_ds.features)
+
+
+def _write_posecode_bank(train_ds, out: Path) -> None:
+    """Seen pose-code assignments for token-level edits (edit.onnx; rvqfast.editing.bank)."""
+    from rvqfast._io import atomic_write
+    from rvqfast.editing.bank import BANK_FILE, bank_from_features
+    bank = bank_from_features(train_ds.features)
+    atomic_write(out / BANK_FILE, lambda f: np.save(f, bank))
 
 
 def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
