@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         state = build_state(args.run, None if args.data == "none" else args.data, cache_dir=args.cache,
                             max_motions=args.max_motions)
         server = make_server(state, args.host, args.port, quiet=not args.verbose)
+    except ImportError as e:
+        print(f"error: the studio exports the run with onnx ({e}); install it: pip install 'rvqfast[export]'",
+              file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

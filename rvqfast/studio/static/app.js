@@ -187,7 +187,7 @@ function updateEditPanel() {
     }
     catSel.value = String(S.cats[sel.a * NUM_SLOTS + sel.slot]);
     catSel.disabled = false;
-    $("apply-edit").disabled = false;
+    $("apply-edit").disabled = !S.info.uses_posecodes;
   }
   $("undo-edit").disabled = S.edits.length === 0;
   $("reset-edits").disabled = S.edits.length === 0;
@@ -355,6 +355,10 @@ async function main() {
   S.strips = new Strips($("strips"), $("tooltip"), S.info);
   S.strips.onSelect = (sel) => { S.selection = sel; updateEditPanel(); };
 
+  if (!S.info.uses_posecodes) {
+    $("edit-help").textContent = `This run's decoder (model ${S.info.model}) does not read the pose codes: ` +
+      "the strips show them, but editing them would change nothing.";
+  }
   const stages = $("stages");
   stages.min = S.info.uses_posecodes ? "0" : "1";
   stages.max = String(S.info.num_quantizers);
