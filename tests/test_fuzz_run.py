@@ -22,13 +22,11 @@ from rvqfast.models.persist import tensors_digest
 from rvqfast.train import build_config, train
 from rvqfast.train.__main__ import main as train_cli
 from rvqfast.train.checkpoint import list_checkpoints
+from test_reliability_train import TINY
 from reliability_support import (
     assert_clean_failure, changed_outside, fuzz_examples, mutate_bytes, mutate_json, run_cli, snapshot, time_limit,
 )
 
-TINY = {"width": 16, "code_dim": 16, "codebook_size": 8, "num_quantizers": 2, "batch_size": 2,
-        "window": 16, "warmup_steps": 1, "log_every": 1, "val_every": 0, "ckpt_every": 0,
-        "val_max_windows": 2, "num_threads": 1, "gif": False}
 _BASE: dict[str, object] = {}
 
 
