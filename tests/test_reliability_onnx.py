@@ -85,3 +85,21 @@ def test_rvq_graph_flags_bad_rows(int32):
     ref_i, ref_q = rvq_encode(x[[0, 2, 5]], cb, precision="exact")
     np.testing.assert_array_equal(idx[valid == 1], ref_i.numpy())
     np.testing.assert_allclose(quant[valid == 1], ref_q.numpy(), atol=1e-5)
+
+
+def test_runtime_wrapper_verifies_graph_checksums(exported, tmp_path):
+    import shutil
+
+    from rvqfast.export.runtime import OnnxMotionTokenizer
+    from rvqfast.models.persist import CheckpointError
+
+    tok, out = exported
+    copy = shutil.copytree(out, tmp_path / "e")
+    dec = copy / "decoder.onnx"
+    data = bytearray(dec.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    dec.write_bytes(bytes(data))
+    rt = OnnxMotionTokenizer(copy)
+    rt.encode(_features(1, 8).numpy())  # the intact encoder still loads
+    with pytest.raises(CheckpointError, match=r"decoder\.onnx: sha256 .*manifest\.json"):
+        rt.decode(np.zeros((1, 2, 70), np.int64), np.zeros((1, 2, 3), np.int64))

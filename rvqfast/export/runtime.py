@@ -61,8 +61,12 @@ class OnnxMotionTokenizer:
             raise ValueError(f"graph {graph!r} was not exported to {self.dir} "
                              f"(exported: {sorted(self.manifest['graphs'])})")
         if graph not in self._sessions:
-            self._sessions[graph] = make_session(self.dir / self.manifest["graphs"][graph]["file"],
-                                                 threads=self._threads, providers=self._providers)
+            from rvqfast.models.persist import verify_sha256
+
+            entry = self.manifest["graphs"][graph]
+            path = self.dir / entry["file"]
+            verify_sha256(path, entry.get("sha256"), self.dir / "manifest.json")  # a damaged graph is refused
+            self._sessions[graph] = make_session(path, threads=self._threads, providers=self._providers)
         return self._sessions[graph]
 
     def encode(self, features: np.ndarray) -> tuple[np.ndarray, ...]:
