@@ -1,7 +1,7 @@
 // rvqfast studio: library, player, pose-code strips, editing, export.
 import { Decoder, EditGraph, NUM_SLOTS } from "./decoder.js";
 import { Player } from "./player.js";
-import { Strips, shortName } from "./strips.js";
+import { Strips, categoryColor, shortName } from "./strips.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -184,8 +184,23 @@ function updateEditPanel() {
         catSel.append(o);
       });
       catSel.dataset.slot = String(sel.slot);
+      // Colour key of the slot's categories (the strips' colours); a click picks the category.
+      const key = $("category-key");
+      key.textContent = "";
+      slot.phrases.forEach((p, k) => {
+        const row = document.createElement("div");
+        row.className = "key-row";
+        row.dataset.k = String(k);
+        const sw = document.createElement("span");
+        sw.className = "key-swatch";
+        sw.style.background = categoryColor(slot, k);
+        row.append(sw, document.createTextNode(p.includes(": ") ? p.split(": ").slice(1).join(": ") : p));
+        row.addEventListener("click", () => { catSel.value = String(k); markKey(); });
+        key.append(row);
+      });
     }
     catSel.value = String(S.cats[sel.a * NUM_SLOTS + sel.slot]);
+    markKey();
     catSel.disabled = false;
     $("apply-edit").disabled = !S.info.uses_posecodes;
   }
@@ -198,6 +213,11 @@ function updateEditPanel() {
     li.textContent = `${S.info.slots[e.slot].phrases[e.category]} @ ${e.a}–${e.b}`;
     list.append(li);
   }
+}
+
+function markKey() {
+  const v = $("edit-category").value;
+  for (const row of $("category-key").children) row.classList.toggle("on", row.dataset.k === v);
 }
 
 async function applyEdit() {
@@ -377,7 +397,14 @@ async function main() {
     $("play").textContent = S.player.playing ? "❚❚" : "▶";
   });
   window.addEventListener("keydown", (e) => {
-    if (e.code === "Space" && e.target === document.body) { e.preventDefault(); $("play").click(); }
+    if (e.target !== document.body || !S.edited) return;
+    if (e.code === "Space") { e.preventDefault(); $("play").click(); }
+    if (e.code === "ArrowLeft" || e.code === "ArrowRight") {   // step one frame (shift: one second)
+      e.preventDefault();
+      const step = (e.shiftKey ? S.info.fps : 1) * (e.code === "ArrowLeft" ? -1 : 1);
+      S.player.seek(S.player.frame + step);
+      updateCounter(S.player.frame);
+    }
   });
   $("scrub").addEventListener("input", () => { S.player.seek(Number($("scrub").value)); updateCounter(S.player.frame); });
   $("speed").addEventListener("change", () => { S.player.speed = Number($("speed").value); });
@@ -388,6 +415,7 @@ async function main() {
   });
   $("search").addEventListener("input", renderLibrary);
   $("apply-edit").addEventListener("click", applyEdit);
+  $("edit-category").addEventListener("change", markKey);
   $("undo-edit").addEventListener("click", undoEdit);
   $("reset-edits").addEventListener("click", resetEdits);
   $("export-bvh").addEventListener("click", exportBvh);
