@@ -197,16 +197,13 @@ def analyze(run: str | Path, out: str | Path, *, pairs: int = 200, seed: int = 0
     emb = tok.posecode_embedding.detach().cpu().numpy()
     sim = embedding_similarity(emb)
     dirs = edit_directions(tok, pairs=pairs, seed=seed)
-    _heatmap(out / "embedding_cosine.png", sim["cos"],
-             "pose-code embeddings (392, centred + normalised); lines = slots",
-             _slot_boundaries(CATEGORY_SLOT))
-    _heatmap(out / "slot_centroid_cosine.png", sim["centroid_cos"], "per-slot centroids (70)")
     groups = CATEGORY_SLOT[dirs["codes"]]
-    _heatmap(out / "edit_direction_cosine.png", dirs["cos_motion"],
-             f"edit directions in decoded motion ({len(dirs['codes'])} codes vs rest pose)",
-             _slot_boundaries(groups))
-    _heatmap(out / "edit_direction_latent_cosine.png", dirs["cos_latent"],
-             "edit directions in the pose latent", _slot_boundaries(groups))
+    from .eval.report import NO_PLOTS, _have_matplotlib
+    plots = _have_matplotlib()
+    if not plots:
+        print(f"[analyze] {NO_PLOTS.replace('the report without stages.png and the GIF', 'no heatmaps')}")
+    else:
+        _heatmaps(out, sim, dirs, groups)
     # The most similar cross-slot motion directions: candidates for entangled codes.
     cm = np.abs(dirs["cos_motion"]).copy()
     cm[groups[:, None] == groups[None, :]] = 0
@@ -216,12 +213,26 @@ def analyze(run: str | Path, out: str | Path, *, pairs: int = 200, seed: int = 0
     entangled = [{"a": "=".join(POSECODE_CATEGORIES[codes[iu[0][k]]]),
                   "b": "=".join(POSECODE_CATEGORIES[codes[iu[1][k]]]),
                   "cos_motion": float(dirs["cos_motion"][iu[0][k], iu[1][k]])} for k in top]
-    result = {"run": str(Path(run).resolve()) if run else None, "model": tok.config.model,
+    from .eval.report import portable_path
+    result = {"run": portable_path(run, out) if run else None, "model": tok.config.model,
               "embedding": sim["stats"], "edit_directions": dirs["stats"],
-              "most_similar_cross_slot_motion_directions": entangled}
+              "most_similar_cross_slot_motion_directions": entangled, "heatmaps": plots}
     atomic_write_json(out / "analysis.json", result)
     _write_summary(out / "analysis.md", result)
     return result
+
+
+def _heatmaps(out: Path, sim: dict, dirs: dict, groups: np.ndarray) -> None:
+    """The four cosine heatmaps (needs matplotlib)."""
+    _heatmap(out / "embedding_cosine.png", sim["cos"],
+             "pose-code embeddings (392, centred + normalised); lines = slots",
+             _slot_boundaries(CATEGORY_SLOT))
+    _heatmap(out / "slot_centroid_cosine.png", sim["centroid_cos"], "per-slot centroids (70)")
+    _heatmap(out / "edit_direction_cosine.png", dirs["cos_motion"],
+             f"edit directions in decoded motion ({len(dirs['codes'])} codes vs rest pose)",
+             _slot_boundaries(groups))
+    _heatmap(out / "edit_direction_latent_cosine.png", dirs["cos_latent"],
+             "edit directions in the pose latent", _slot_boundaries(groups))
 
 
 def _write_summary(path: Path, r: dict) -> None:
@@ -252,7 +263,8 @@ def _write_summary(path: Path, r: dict) -> None:
     for p in r["most_similar_cross_slot_motion_directions"][:5]:
         lines.append(f"- `{p['a']}` vs `{p['b']}`: cos {p['cos_motion']:+.3f}")
     lines += ["", "Heatmaps: embedding_cosine.png, slot_centroid_cosine.png, "
-              "edit_direction_cosine.png, edit_direction_latent_cosine.png.", ""]
+              "edit_direction_cosine.png, edit_direction_latent_cosine.png." if r.get("heatmaps", True)
+              else "Heatmaps: not drawn (matplotlib is not installed; pip install 'rvqfast[viz]').", ""]
     atomic_write_text(path, "\n".join(lines))
 
 

@@ -83,3 +83,16 @@ def test_analyze_cli(tmp_path, capsys):
     res = json.loads((tmp_path / "out" / "analysis.json").read_text())
     assert res["edit_directions"]["additivity_pairs"] == 10
     assert len(res["most_similar_cross_slot_motion_directions"]) == 10
+    assert not res["run"].startswith("/")  # relative to the output folder, not absolute
+
+
+def test_analyze_without_matplotlib(tmp_path, capsys, monkeypatch):
+    import rvqfast.eval.report as R
+    monkeypatch.setattr(R, "_have_matplotlib", lambda: False)
+    tok = _tiny_tokenizer()
+    tok.save(tmp_path / "run")
+    assert A.main([str(tmp_path / "run"), "--out", str(tmp_path / "out"), "--pairs", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "rvqfast[viz]" in out and "no heatmaps" in out
+    assert not list((tmp_path / "out").glob("*.png"))
+    assert json.loads((tmp_path / "out" / "analysis.json").read_text())["heatmaps"] is False

@@ -120,8 +120,64 @@ def test_command_lines(tiny_data, tiny_runs, tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "| posecode_rvq | posecode_rvq |" in out and "Residual stages used at decode" in out
-    with pytest.raises(SystemExit):
-        evaluate_main([str(tiny_runs[0]), "--out", str(tmp_path / "r2")])  # no evaluator given
+    with pytest.raises(SystemExit):  # other data than the default needs an evaluator
+        evaluate_main([str(tiny_runs[0]), "--out", str(tmp_path / "r2"), "--data", str(tiny_data)])
+    # Reports carry no absolute path of this machine (the evaluator was given by absolute path).
+    _assert_no_absolute_paths(tmp_path / "rep")
+
+
+def _assert_no_absolute_paths(rep):
+    import os
+
+    def walk(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                yield from walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from walk(x)
+        elif isinstance(v, str):
+            yield v
+
+    res = json.loads((rep / "report.json").read_text())
+    assert not [v for v in walk(res) if os.path.isabs(v)]
+    md = (rep / "report.md").read_text()
+    assert str(rep.parent) not in md and "`/" not in md
+
+
+def test_default_evaluator_is_trained_once_then_cached(tiny_data, tiny_runs, tmp_path, monkeypatch,
+                                                        capsys):
+    import rvqfast.data as data
+    from rvqfast.eval.cli import evaluate_main
+    monkeypatch.setenv("RVQFAST_DATA", str(tiny_data))
+    monkeypatch.setattr(data, "default_dataset", lambda progress=True: tiny_data)
+    tiny = E.TrainConfig(epochs=1, batch_size=16, preset="tiny", lr=1e-3, threads=1)
+    real = E.default_evaluator
+    monkeypatch.setattr(E, "default_evaluator",
+                        lambda device="cpu", **kw: real(device, progress=False, config=tiny))
+    rc = evaluate_main([str(tiny_runs[0]), "--out", str(tmp_path / "rep"), "--repeats", "1",
+                        "--no-gif", "--no-stage-sweep", "--limit", "40"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "training the default evaluator" in out
+    d = E.default_evaluator_dir()
+    assert d == tiny_data.with_name(tiny_data.name + "_evaluator") and (d / E.META_FILE).is_file()
+    stamp = (d / E.WEIGHTS_FILE).stat().st_mtime_ns
+    E.default_evaluator(progress=False)
+    assert "using the cached default evaluator" in capsys.readouterr().out
+    assert (d / E.WEIGHTS_FILE).stat().st_mtime_ns == stamp
+
+
+def test_report_without_matplotlib(tiny_data, tiny_runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(R, "_have_matplotlib", lambda: False)
+    ev = E.T2MEvaluator(E.PRESETS["tiny"], E.random_word_vectors(["person", "walk"], 300),
+                        np.zeros(263), np.ones(263), provenance={"kind": "trained", "data": "tiny"})
+    res = R.evaluate_runs(tiny_runs[:1], ev, tmp_path / "rep", data=tiny_data, repeats=1,
+                          limit=40)
+    assert "rvqfast[viz]" in res["plots_skipped"] and "rvqfast[viz]" in capsys.readouterr().out
+    assert not (tmp_path / "rep" / "stages.png").exists()
+    assert not (tmp_path / "rep" / "reconstruction.gif").exists()
+    assert (tmp_path / "rep" / "report.md").is_file()
 
 
 def test_joint_metrics_separate_root_drift_from_pose_error():

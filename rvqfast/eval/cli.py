@@ -55,7 +55,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rvqfast.evaluate",
                                  description="Evaluate tokenizer runs on the test split and write a report.")
     ap.add_argument("runs", nargs="+", help="run folders written by `python -m rvqfast.train`")
-    ap.add_argument("--evaluator", help="folder written by `python -m rvqfast.evaluator train`")
+    ap.add_argument("--evaluator", help="folder written by `python -m rvqfast.evaluator train` "
+                    "(default with --data default: the cached default evaluator, trained on first use)")
     ap.add_argument("--official-checkpoint", help="official T2M checkpoints/t2m folder (instead of --evaluator)")
     ap.add_argument("--glove", help="folder with our_vab_data.npy + our_vab_words.txt (with --official-checkpoint)")
     ap.add_argument("--out", required=True, help="report folder to write")
@@ -70,13 +71,20 @@ def evaluate_main(argv: list[str] | None = None) -> int:
                     help="skip the FID/MPJPE-vs-stages sweep for posecode_rvq runs")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    if bool(args.evaluator) == bool(args.official_checkpoint):
-        ap.error("give exactly one of --evaluator or --official-checkpoint (+ --glove)")
+    if args.evaluator and args.official_checkpoint:
+        ap.error("give only one of --evaluator or --official-checkpoint (+ --glove)")
+    if not args.evaluator and not args.official_checkpoint and args.data != "default":
+        ap.error("--data other than 'default' needs --evaluator DIR (python -m rvqfast.evaluator "
+                 "train --data ... --out DIR) or --official-checkpoint + --glove")
     if args.official_checkpoint and not args.glove:
         ap.error("--official-checkpoint needs --glove")
     from . import evaluator as E
-    ev = (E.load_evaluator(args.evaluator, args.device) if args.evaluator
-          else E.load_official(args.official_checkpoint, args.glove, args.device))
+    if args.evaluator:
+        ev = E.load_evaluator(args.evaluator, args.device)
+    elif args.official_checkpoint:
+        ev = E.load_official(args.official_checkpoint, args.glove, args.device)
+    else:  # --data default: the cached default evaluator, trained on first use
+        ev = E.default_evaluator(args.device)
     report = evaluate_runs(args.runs, ev, args.out, data=args.data, split=args.split,
                            repeats=args.repeats, seed=args.seed, limit=args.limit,
                            gif=not args.no_gif, stage_sweep=not args.no_stage_sweep, device=args.device,

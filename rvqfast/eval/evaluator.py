@@ -513,7 +513,8 @@ def train_evaluator(data: str | Path = "default", out: str | Path | None = None,
         val_rprec = r_precision(t, m).tolist()
     manifest = Path(root) / "rvqfast_dataset.json"
     ev.provenance = {
-        "kind": "trained", "data": str(Path(root).resolve()),
+        # The folder's name, not its absolute path: the manifest hash identifies the data.
+        "kind": "trained", "data": Path(root).resolve().name,
         "data_manifest_sha256": _sha256(manifest) if manifest.is_file() else None,
         "word_vectors": "fixed random 300-d unit vectors (seeded) over the training captions' vocabulary",
         "train_config": dataclasses.asdict(cfg), "steps": step, "train_seconds": round(time.time() - t0, 1),
@@ -524,3 +525,48 @@ def train_evaluator(data: str | Path = "default", out: str | Path | None = None,
     if out is not None:
         save_evaluator(ev, out)
     return ev
+
+
+def default_evaluator_dir() -> Path:
+    """Where the default evaluator is cached: next to the default dataset's folder
+    (``~/.cache/rvqfast/default_vN_evaluator``, or ``$RVQFAST_DATA`` + ``_evaluator``)."""
+    from ..data import default_root
+    root = default_root()
+    return root.with_name(root.name + "_evaluator")
+
+
+def default_evaluator(device: str | torch.device = "cpu", *, progress: bool = True,
+                      say=print, config: TrainConfig | None = None) -> T2MEvaluator:
+    """The evaluator for ``--data default``: loaded from :func:`default_evaluator_dir` when it
+    was trained on the current default dataset (same manifest hash), otherwise trained there
+    once (``config``, default: default settings on one torch thread) and cached; says which."""
+    import os
+    import shutil
+    import tempfile
+
+    from ..data import default_dataset
+    root = default_dataset(progress=progress)
+    want = _sha256(root / "rvqfast_dataset.json")
+    d = default_evaluator_dir()
+    if (d / META_FILE).is_file():
+        try:
+            ev = load_evaluator(d, device)
+            if ev.provenance.get("data_manifest_sha256") == want:
+                say(f"[evaluate] using the cached default evaluator {d}")
+                return ev
+        except (ValueError, OSError, KeyError):
+            pass  # unreadable or for other data: retrain below
+    say(f"[evaluate] no --evaluator given: training the default evaluator on the default data "
+        f"once (a few minutes on one core); it is cached in {d} for later runs")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.partial-", dir=d.parent))
+    try:
+        torch.manual_seed(0)
+        train_evaluator(root, tmp, config or TrainConfig(threads=1), progress=progress)
+        if d.exists():
+            shutil.rmtree(d)
+        os.rename(tmp, d)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_evaluator(d, device)

@@ -20,6 +20,7 @@ Protocol (the T2M reconstruction protocol, adapted to reconstruction of whole te
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,40 @@ def _sha256(path: Path) -> str | None:
     return h.hexdigest()
 
 
+NO_PLOTS = ("matplotlib is not installed: writing the report without stages.png and the GIF "
+            "(pip install 'rvqfast[viz]' for them)")
+
+
+def _have_matplotlib() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+_PATH_KEYS = ("path", "data", "checkpoint", "glove_dir", "root")
+
+
+def portable_path(path: str | Path, base: str | Path) -> str:
+    """A path as written into a report: relative to the report folder ``base`` when it is
+    nearby (at most three levels up), else only its name, so reports carry no absolute
+    paths of the machine that wrote them."""
+    p = Path(path).resolve()
+    try:
+        rel = os.path.relpath(p, Path(base).resolve())
+    except ValueError:  # another drive (Windows)
+        return p.name
+    return rel if not rel.startswith("../../../../") and not os.path.isabs(rel) else p.name
+
+
+def portable_provenance(prov: dict, base: str | Path) -> dict:
+    """``prov`` with every path-valued entry (path, data, checkpoint, glove_dir) made portable."""
+    out = dict(prov)
+    for k in _PATH_KEYS:
+        v = out.get(k)
+        if isinstance(v, str) and v and (Path(v).is_absolute() or os.sep in v):
+            out[k] = portable_path(v, base)
+    return out
+
+
 def _fmt(m: dict | None, key: str, digits: int = 3) -> str:
     if m is None or key not in m:
         return "-"
@@ -323,9 +358,9 @@ def evaluate_runs(runs: list[str | Path], evaluator: T2MEvaluator, out: str | Pa
     text_embs = _embed_texts(evaluator, es.captions)
     gt_j = es.gt_joints()
     result: dict = {
-        "data": {"root": str(es.root), "split": es.split, "motions": len(es.names),
+        "data": {"root": portable_path(es.root, out), "split": es.split, "motions": len(es.names),
                  "frames": int(sum(f.shape[0] for f in es.features))},
-        "repeats": repeats, "seed": seed, "evaluator": evaluator.provenance,
+        "repeats": repeats, "seed": seed, "evaluator": portable_provenance(evaluator.provenance, out),
         "ground_truth": embedding_metrics(gt_emb, None, text_embs, repeats=repeats, seed=seed),
         "runs": [],
     }
@@ -344,7 +379,7 @@ def evaluate_runs(runs: list[str | Path], evaluator: T2MEvaluator, out: str | Pa
         say(f"[evaluate] {run_dir.name}: model={cfg.model}, decoding with stages {settings}")
         recs, idx, cats = reconstruct(tok, es.features, settings)
         run_res = {
-            "name": run_dir.name, "path": str(run_dir.resolve()), "model": cfg.model,
+            "name": run_dir.name, "path": portable_path(run_dir, out), "model": cfg.model,
             "weights_sha256": _sha256(run_dir / "model.safetensors"), "config": cfg.to_dict(),
             "embedding": embedding_metrics(gt_emb, _embed_motions(evaluator, recs[None]), text_embs,
                                            repeats=repeats, seed=seed),
@@ -368,6 +403,10 @@ def evaluate_runs(runs: list[str | Path], evaluator: T2MEvaluator, out: str | Pa
         say(f"[evaluate] {run_dir.name}: FID {_fmt(run_res['embedding'], 'fid')}, "
             f"MPJPE {run_res['joints']['mpjpe_mm']:.1f} mm")
     sweeps = [r for r in result["runs"] if r.get("stage_sweep")]
+    if (sweeps or gif) and not _have_matplotlib():
+        result["plots_skipped"] = NO_PLOTS
+        say(f"[evaluate] {NO_PLOTS}")
+        sweeps, gif = [], False
     if sweeps:
         _plot_stages(out / "stages.png", sweeps)
     if gif:
