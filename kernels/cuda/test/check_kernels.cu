@@ -191,13 +191,13 @@ void case_crowded(std::mt19937& g) {
 }
 
 void case_bf16_ambiguous(std::mt19937& g) {
-    // Codes that differ only far below bf16 resolution (1e-5 relative): the BF16 screen cannot
-    // order them, so its bound must refuse to certify and the exact scan decide.
+    // Two clusters of codes at +-base, 1e-5 apart within a cluster: after centring (mean ~0) they
+    // differ far below bf16 (and TF32) resolution, so the bound must refuse and the exact scan decide.
     const int64_t k = 96, d = 32, n = 200;
     std::vector<float> base = randn(g, d), cb(k * d), x(n * d);
     std::vector<float> dir = randn(g, k * d, 1e-5f);
     for (int64_t j = 0; j < k; ++j)
-        for (int64_t i = 0; i < d; ++i) cb[j * d + i] = base[i] + dir[j * d + i];
+        for (int64_t i = 0; i < d; ++i) cb[j * d + i] = (j % 2 ? -base[i] : base[i]) + dir[j * d + i];
     std::uniform_int_distribution<int64_t> pick(0, k - 1);
     std::normal_distribution<float> nd(0.f, 2e-6f);
     for (int64_t r = 0; r < n; ++r) {
