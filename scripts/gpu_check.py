@@ -499,6 +499,9 @@ try:
         info["gpu_mem_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
 except Exception as e:
     info["torch_error"] = repr(e)
+import shutil
+info["ninja"] = shutil.which("ninja")
+info["nvcc"] = shutil.which("nvcc")
 for mod in ("triton", "vector_quantize_pytorch", "pytest", "hypothesis", "numpy"):
     try:
         m = __import__(mod)
@@ -580,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     probe = _marker(ck.log_text(rec), "PROBE") or {}
     ck.info.update({k: v for k, v in probe.items() if k in (
         "python", "torch", "cuda", "triton", "device_name", "capability", "gpu_mem_gib", "vector_quantize_pytorch",
-        "pytest", "hypothesis")})
+        "pytest", "hypothesis", "ninja")})
     if args.dry_run:
         ck.info["device_name"] = f"CPU dry run ({platform.processor() or platform.machine()})"
     elif not probe.get("cuda_available"):
@@ -605,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.build == "pip":
         ck.run("build", [py, "-m", "pip", "install", "--no-build-isolation", "--no-deps", "--no-index", "-e", "."], 300, benv)
     else:
-        ck.run("build", [py, "setup.py", "build_ext", "--inplace"], 300, benv)
+        # -j builds the CPU and CUDA extensions side by side when ninja is missing.
+        ck.run("build", [py, "setup.py", "build_ext", "--inplace", "-j", benv["MAX_JOBS"]], 300, benv)
 
     # 3. backends
     rec = ck.run("backends", [py, "-c", BACKENDS], 90)
