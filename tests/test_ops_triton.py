@@ -207,3 +207,17 @@ def test_ema_stats_matches_reference(n, k, d, dtype, seed):
     c_ref, s_ref = ops.ema_stats(x, idx, k, backend="reference")
     assert torch.equal(counts, c_ref)  # small integer counts are exact in fp32 whatever the order
     torch.testing.assert_close(sums, s_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_config_fits_on_chip():
+    # RVQFAST_TRITON_FIXED_CONFIG=1 (GPU tests without autotuning) launches these tilings.
+    from rvqfast.backends.triton.config import encode_configs, fixed_config, prune_encode_configs, search_configs
+
+    def key(c):
+        return (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps, c.num_stages)
+
+    assert key(fixed_config(False, 128)) == key(search_configs()[0])
+    for block_d in (16, 64, 512, 1024):
+        cfg = fixed_config(True, block_d)
+        assert key(cfg) in {key(c) for c in encode_configs()}
+        assert key(cfg) == key(prune_encode_configs(encode_configs(), {"BLOCK_D": block_d})[0])

@@ -32,7 +32,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 from .. import register  # noqa: E402
 from ..reference import rvq_encode_by_stage  # noqa: E402
 from . import codes, search  # noqa: E402
-from .config import INTERPRET, INTERPRET_META, MAX_FUSED_D, MAX_SEARCH_BLOCK_D  # noqa: E402
+from .config import FIXED_CONFIG, INTERPRET, INTERPRET_META, MAX_FUSED_D, MAX_SEARCH_BLOCK_D, fixed_config  # noqa: E402
 
 __all__ = ["nearest_code", "rvq_encode", "rvq_decode", "ema_stats", "centred", "certified_nearest", "certified_stats"]
 
@@ -60,15 +60,21 @@ def _bf16_mode(precision: str) -> int:
     return 2 if INTERPRET else 1
 
 
-def _launch_rows(kernel, tuned, n: int, args: tuple, block_d: int, use_bf16: int) -> None:
-    """Launch a row-blocked search kernel over ``n`` rows: the fixed interpreter tiles under
-    TRITON_INTERPRET=1, else its autotuned variant (which picks BLOCK_N)."""
+def _launch_rows(kernel, tuned, n: int, args: tuple, block_d: int, encode: bool = False, **const) -> None:
+    """Launch a row-blocked kernel over ``n`` rows: the fixed interpreter tiles under
+    TRITON_INTERPRET=1, one fixed tiling with RVQFAST_TRITON_FIXED_CONFIG=1, else its autotuned
+    variant (which picks BLOCK_N and BLOCK_K). ``const``: the kernel's other constexprs."""
     if INTERPRET:
         grid = (triton.cdiv(n, INTERPRET_META["BLOCK_N"]),)
-        kernel[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16, **INTERPRET_META)
+        kernel[grid](*args, BLOCK_D=block_d, **const, **INTERPRET_META)
+    elif FIXED_CONFIG:
+        cfg = fixed_config(encode, block_d)
+        grid = (triton.cdiv(n, cfg.kwargs["BLOCK_N"]),)
+        kernel[grid](*args, BLOCK_D=block_d, **const, **cfg.kwargs, num_warps=cfg.num_warps,
+                     num_stages=cfg.num_stages)
     else:
         grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-        tuned[grid](*args, BLOCK_D=block_d, USE_BF16=use_bf16)
+        tuned[grid](*args, BLOCK_D=block_d, **const)
 
 
 def _launch_nearest(x: Tensor, codebook: Tensor, use_bf16: int) -> tuple[Tensor, Tensor]:
@@ -79,7 +85,7 @@ def _launch_nearest(x: Tensor, codebook: Tensor, use_bf16: int) -> tuple[Tensor,
     dist = torch.empty(n, dtype=torch.float32, device=x.device)
     block_d = min(_pow2(d), MAX_SEARCH_BLOCK_D)
     _launch_rows(search.nearest_kernel, search.nearest_tuned, n,
-                 (x, mu, cc, cn, cb, idx, dist, n, k, d), block_d, use_bf16)
+                 (x, mu, cc, cn, cb, idx, dist, n, k, d), block_d, USE_BF16=use_bf16)
     return idx, dist
 
 
@@ -169,12 +175,7 @@ def certified_nearest(x: Tensor, codebook: Tensor) -> tuple[Tensor, Tensor]:
     ok = torch.empty(n, dtype=torch.int8, device=dev)
     block_d = min(_pow2(d), MAX_SEARCH_BLOCK_D)
     args = (xb, ccb, cn_screen, cp, cq, cw, ea, abar, rr, plo, x, cb, idx, dist, ok, n, k, d, up_scale, up_add)
-    if INTERPRET:
-        grid = (triton.cdiv(n, INTERPRET_META["BLOCK_N"]),)
-        search.certified_screen_kernel[grid](*args, BLOCK_D=block_d, EMULATE=True, **INTERPRET_META)
-    else:
-        grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-        search.certified_tuned[grid](*args, BLOCK_D=block_d, EMULATE=False)
+    _launch_rows(search.certified_screen_kernel, search.certified_tuned, n, args, block_d, EMULATE=INTERPRET)
     bad = (ok == 0).nonzero().squeeze(1)
     _STATS["rows"] += n
     if bad.numel():
@@ -220,7 +221,7 @@ def rvq_encode(x: Tensor, codebooks: Tensor, precision: str) -> tuple[Tensor, Te
     idx = torch.empty(n, q, dtype=torch.int64, device=x.device)
     quant = torch.empty(n, d, dtype=torch.float32, device=x.device)
     _launch_rows(search.rvq_encode_kernel, search.rvq_encode_tuned, n,
-                 (x, mu, cc, cn, cb, idx, quant, n, k, d, q), _pow2(d), use_bf16)
+                 (x, mu, cc, cn, cb, idx, quant, n, k, d, q), _pow2(d), encode=True, USE_BF16=use_bf16)
     return idx, quant
 
 
