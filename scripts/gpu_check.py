@@ -447,9 +447,10 @@ def _fmt(v: Any) -> str:
 def render_markdown(info: dict[str, Any], steps: list[dict[str, Any]], bench: list[dict[str, Any]]) -> str:
     dev = info.get("device_name", "unknown device")
     out = [f"# rvqfast GPU check: {dev}", ""]
-    for key in ("mode", "device_name", "capability", "torch", "cuda", "triton", "python", "vector_quantize_pytorch",
-                "started", "budget_s", "elapsed_s", "available_backends", "backend_load_errors", "harness",
-                "tests", "train_seconds"):
+    for key in ("warning", "interrupted", "mode", "device_name", "capability", "gpu_mem_gib", "nvidia_smi", "torch",
+                "cuda", "triton", "python", "vector_quantize_pytorch", "ninja", "started", "budget_s", "elapsed_s",
+                "available_backends", "backend_load_errors", "harness", "harness_fallback_rows", "tests",
+                "train_seconds"):
         if key in info:
             out.append(f"- **{key}**: {_fmt(info[key])}")
     out += ["", "## Steps", "", "| step | status | seconds | note | log |", "|---|---|---|---|---|"]
