@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 here = pytest.mark.skipif(not RUN_HERE, reason="needs a GPU or TRITON_INTERPRET=1 (tests/conftest.py sets it)")
 # The interpreter executes every program instance in Python: keep shapes tiny, examples few.
-few = settings(max_examples=25 if INTERPRET else 50, deadline=None)
+# RVQFAST_HYPOTHESIS_EXAMPLES (tests/conftest.py) lowers the count further (scripts/gpu_check.py).
+few = settings(max_examples=min(25 if INTERPRET else 50, int(os.environ.get("RVQFAST_HYPOTHESIS_EXAMPLES", "50"))),
+               deadline=None)
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 DIMS = [1, 3, 7, 16, 33, 130]
@@ -52,12 +54,12 @@ def _data(seed: int, n: int, k: int, d: int, offset: float, dtype: torch.dtype, 
 @few
 @given(
     st.integers(1, 40), st.integers(1, 40), st.sampled_from(DIMS), st.sampled_from([0.0, 1000.0]),
-    st.sampled_from(DTYPES), st.booleans(), st.integers(0, 2**31 - 1),
+    st.sampled_from(DTYPES), st.booleans(), st.sampled_from(["exact", "certified"]), st.integers(0, 2**31 - 1),
 )
-def test_nearest_code_matches_reference(n, k, d, offset, dtype, dup, seed):
+def test_nearest_code_matches_reference(n, k, d, offset, dtype, dup, precision, seed):
     ops = _ops()
     x, cb = _data(seed, n, k, d, offset, dtype, dup)
-    idx, d2 = ops.nearest_code(x, cb, backend="triton")
+    idx, d2 = ops.nearest_code(x, cb, backend="triton", precision=precision)
     idx_ref, _ = ops.nearest_code(x, cb, backend="reference")
     assert idx.dtype == torch.int64 and d2.dtype == torch.float32 and idx.shape == (n,)
     diff = idx != idx_ref
@@ -69,24 +71,26 @@ def test_nearest_code_matches_reference(n, k, d, offset, dtype, dup, seed):
 
 
 @here
-def test_exact_ties_resolve_to_lowest_index():
+@pytest.mark.parametrize("precision", ["exact", "certified"])
+def test_exact_ties_resolve_to_lowest_index(precision):
     ops = _ops()
     # 40 codes, so ties straddle the interpreter's 16-wide code tiles (index 3 vs 19 vs 35).
     base = torch.randn(16, 5)
     cb = torch.cat([base, base, base[:8]]).to(DEVICE)
     x = cb[[3, 19, 35, 0, 15]].clone()
-    idx, d2 = ops.nearest_code(x, cb, backend="triton")
+    idx, d2 = ops.nearest_code(x, cb, backend="triton", precision=precision)
     assert idx.tolist() == [3, 3, 3, 0, 15]
     assert d2.abs().max().item() == 0.0
 
 
 @here
-def test_far_from_origin_is_exact():
+@pytest.mark.parametrize("precision", ["exact", "certified"])
+def test_far_from_origin_is_exact(precision):
     ops = _ops()
     g = torch.Generator().manual_seed(1)
     cb = 1e4 + 1e-2 * torch.randn(40, 8, generator=g)
     x = cb[torch.randint(0, 40, (50,), generator=g)] + 1e-3 * torch.randn(50, 8, generator=g)
-    idx, _ = ops.nearest_code(x.to(DEVICE), cb.to(DEVICE), backend="triton")
+    idx, _ = ops.nearest_code(x.to(DEVICE), cb.to(DEVICE), backend="triton", precision=precision)
     assert_nearest(x, cb, idx.cpu(), rtol=1e-6)
 
 
@@ -103,14 +107,14 @@ def _check_stagewise(x, cbs, idx, quant, rtol=1e-4):
 @few
 @given(
     st.integers(1, 35), st.integers(1, 4), st.integers(1, 34), st.sampled_from(DIMS),
-    st.sampled_from(DTYPES), st.integers(0, 2**31 - 1),
+    st.sampled_from(DTYPES), st.sampled_from(["exact", "certified"]), st.integers(0, 2**31 - 1),
 )
-def test_fused_rvq_encode(n, q, k, d, dtype, seed):
+def test_fused_rvq_encode(n, q, k, d, dtype, precision, seed):
     ops = _ops()
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g).to(dtype).to(DEVICE)
     cbs = (torch.randn(q, k, d, generator=g) / (1 + torch.arange(q)).view(q, 1, 1)).to(dtype).to(DEVICE)
-    idx, quant = ops.rvq_encode(x, cbs, backend="triton")
+    idx, quant = ops.rvq_encode(x, cbs, backend="triton", precision=precision)
     assert idx.shape == (n, q) and idx.dtype == torch.int64 and quant.dtype == torch.float32
     _check_stagewise(x, cbs, idx, quant)
     idx_ref, quant_ref = ops.rvq_encode(x, cbs, backend="reference")
@@ -128,6 +132,40 @@ def test_rvq_encode_per_stage_path_for_large_d():
     cbs = torch.randn(2, 6, 1030, generator=g).to(DEVICE)
     idx, quant = ops.rvq_encode(x, cbs, backend="triton")
     _check_stagewise(x, cbs, idx, quant)
+
+
+@here
+def test_certified_screen_certifies_random_rows():
+    # The bf16 bound must be tight enough that the screen, not the exact fallback, decides most
+    # rows of random data (else "certified" would silently be the slow path).
+    from rvqfast.backends.triton import certified_stats
+
+    ops = _ops()
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(64, 130, generator=g).to(DEVICE)
+    cb = torch.randn(48, 130, generator=g).to(DEVICE)
+    certified_stats(reset=True)
+    idx, _ = ops.nearest_code(x, cb, backend="triton", precision="certified")
+    stats = certified_stats(reset=True)
+    assert stats["rows"] == 64 and stats["fallback_rows"] <= 8, stats
+    assert torch.equal(idx, ops.nearest_code(x, cb, backend="reference")[0])
+
+
+@here
+def test_certified_falls_back_below_bf16_resolution():
+    # Two clusters of codes at +-base, 1e-5 apart within a cluster: after centring (mean ~0) they
+    # differ far below bf16 resolution, so the bound must refuse and the exact search decide.
+    from rvqfast.backends.triton import certified_stats
+
+    ops = _ops()
+    g = torch.Generator().manual_seed(7)
+    sign = torch.where(torch.arange(40) % 2 == 0, 1.0, -1.0).view(40, 1)
+    cb = sign * torch.randn(1, 16, generator=g) + 1e-5 * torch.randn(40, 16, generator=g)
+    x = cb[torch.randint(0, 40, (30,), generator=g)] + 2e-6 * torch.randn(30, 16, generator=g)
+    certified_stats(reset=True)
+    idx, _ = ops.nearest_code(x.to(DEVICE), cb.to(DEVICE), backend="triton", precision="certified")
+    assert certified_stats(reset=True)["fallback_rows"] > 0
+    assert_nearest(x, cb, idx.cpu(), rtol=1e-7)
 
 
 @here
@@ -169,3 +207,17 @@ def test_ema_stats_matches_reference(n, k, d, dtype, seed):
     c_ref, s_ref = ops.ema_stats(x, idx, k, backend="reference")
     assert torch.equal(counts, c_ref)  # small integer counts are exact in fp32 whatever the order
     torch.testing.assert_close(sums, s_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_config_fits_on_chip():
+    # RVQFAST_TRITON_FIXED_CONFIG=1 (GPU tests without autotuning) launches these tilings.
+    from rvqfast.backends.triton.config import encode_configs, fixed_config, prune_encode_configs, search_configs
+
+    def key(c):
+        return (c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps, c.num_stages)
+
+    assert key(fixed_config(False, 128)) == key(search_configs()[0])
+    for block_d in (16, 64, 512, 1024):
+        cfg = fixed_config(True, block_d)
+        assert key(cfg) in {key(c) for c in encode_configs()}
+        assert key(cfg) == key(prune_encode_configs(encode_configs(), {"BLOCK_D": block_d})[0])

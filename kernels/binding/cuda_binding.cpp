@@ -25,11 +25,13 @@ void check_rc(int rc, const char* what) {
                 rc == static_cast<int>(cudaErrorNoKernelImageForDevice) ? " (needs compute capability >= 8.0)" : "");
 }
 
-int certify_flag(const std::string& precision) {
+int search_mode(const std::string& precision) {
     TORCH_CHECK(precision == "exact" || precision == "certified" || precision == "bf16",
                 "rvqfast._cuda: precision must be 'exact', 'certified' or 'bf16', got '", precision, "'");
-    // "bf16" (approximate) skips the exact fallback scan for rows the TF32 bound cannot certify.
-    return precision == "bf16" ? 0 : 1;
+    // "exact": TF32 screen; "certified": BF16 screen with a rigorous per-code bound; both re-rank
+    // exactly and rescan the rows they cannot certify. "bf16": BF16 screen, no rescan (approximate).
+    if (precision == "exact") return RVQFAST_CUDA_TF32_CERTIFIED;
+    return precision == "certified" ? RVQFAST_CUDA_BF16_CERTIFIED : RVQFAST_CUDA_BF16_APPROX;
 }
 
 torch::Tensor f32(const torch::Tensor& t) { return t.to(torch::kFloat32).contiguous(); }
@@ -49,15 +51,17 @@ std::tuple<torch::Tensor, torch::Tensor> nearest_code(const torch::Tensor& x, co
     auto idx = torch::empty({n}, x.options().dtype(torch::kInt64));
     auto sq = torch::empty({n}, x.options().dtype(torch::kFloat32));
     auto ws = scratch(x, rvqfast_cuda_workspace_bytes(n, 1, k, d));
-    check_rc(rvqfast_cuda_nearest_code(xf.data_ptr<float>(), cf.data_ptr<float>(), n, k, d, certify_flag(precision),
+    check_rc(rvqfast_cuda_nearest_code(xf.data_ptr<float>(), cf.data_ptr<float>(), n, k, d, search_mode(precision),
                                        idx.data_ptr<int64_t>(), sq.data_ptr<float>(), ws.data_ptr(), nullptr,
                                        at::cuda::getCurrentCUDAStream()),
              "nearest_code");
     return {idx, sq};
 }
 
-std::tuple<torch::Tensor, torch::Tensor> rvq_encode(const torch::Tensor& x, const torch::Tensor& codebooks,
-                                                    const std::string& precision) {
+// RVQ encode; `fallbacks`, when defined, is a 1-element int32 CUDA tensor that receives (adds) the
+// number of row-stages the certified modes had to rescan exactly.
+std::tuple<torch::Tensor, torch::Tensor> encode_impl(const torch::Tensor& x, const torch::Tensor& codebooks,
+                                                     const std::string& precision, unsigned int* fallbacks) {
     check_cuda(x, "x", 2);
     check_cuda(codebooks, "codebooks", 3);
     TORCH_CHECK(x.size(1) == codebooks.size(2), "rvqfast._cuda: x and codebooks D differ");
@@ -67,11 +71,26 @@ std::tuple<torch::Tensor, torch::Tensor> rvq_encode(const torch::Tensor& x, cons
     auto idx = torch::empty({n, q}, x.options().dtype(torch::kInt64));
     auto quant = torch::empty({n, d}, x.options().dtype(torch::kFloat32));
     auto ws = scratch(x, rvqfast_cuda_workspace_bytes(n, q, k, d));
-    check_rc(rvqfast_cuda_rvq_encode(xf.data_ptr<float>(), cf.data_ptr<float>(), n, q, k, d, certify_flag(precision),
-                                     idx.data_ptr<int64_t>(), quant.data_ptr<float>(), ws.data_ptr(), nullptr,
+    check_rc(rvqfast_cuda_rvq_encode(xf.data_ptr<float>(), cf.data_ptr<float>(), n, q, k, d, search_mode(precision),
+                                     idx.data_ptr<int64_t>(), quant.data_ptr<float>(), ws.data_ptr(), fallbacks,
                                      at::cuda::getCurrentCUDAStream()),
              "rvq_encode");
     return {idx, quant};
+}
+
+std::tuple<torch::Tensor, torch::Tensor> rvq_encode(const torch::Tensor& x, const torch::Tensor& codebooks,
+                                                    const std::string& precision) {
+    return encode_impl(x, codebooks, precision, nullptr);
+}
+
+// The same encode plus the count of row-stages that needed the exact rescan (for benchmarks).
+std::tuple<torch::Tensor, torch::Tensor, int64_t> rvq_encode_fallbacks(const torch::Tensor& x,
+                                                                       const torch::Tensor& codebooks,
+                                                                       const std::string& precision) {
+    check_cuda(x, "x", 2);
+    auto counter = torch::zeros({1}, x.options().dtype(torch::kInt32));
+    auto out = encode_impl(x, codebooks, precision, reinterpret_cast<unsigned int*>(counter.data_ptr<int32_t>()));
+    return {std::get<0>(out), std::get<1>(out), counter.item<int64_t>()};
 }
 
 torch::Tensor rvq_decode(const torch::Tensor& indices, const torch::Tensor& codebooks) {
@@ -111,9 +130,11 @@ std::tuple<torch::Tensor, torch::Tensor> ema_stats(const torch::Tensor& x, const
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.doc() = "rvqfast CUDA kernels (TF32 tensor-core screening + exact fp32 re-rank)";
+    m.doc() = "rvqfast CUDA kernels (TF32 / BF16 tensor-core screening + exact fp32 re-rank)";
     m.def("nearest_code", &nearest_code, "x (N,D), codebook (K,D), precision -> (indices int64, sqdist f32)");
     m.def("rvq_encode", &rvq_encode, "x (N,D), codebooks (Q,K,D), precision -> (indices (N,Q), quantized (N,D))");
+    m.def("rvq_encode_fallbacks", &rvq_encode_fallbacks,
+          "rvq_encode plus the number of row-stages rescanned exactly -> (indices, quantized, fallbacks)");
     m.def("rvq_decode", &rvq_decode, "indices (N,Q), codebooks (Q,K,D) -> (N,D) f32");
     m.def("ema_stats", &ema_stats, "x (N,D), indices (N,), num_codes -> (counts (K,), sums (K,D))");
     m.attr("CANDIDATES") = RVQFAST_CUDA_CANDIDATES;

@@ -5,10 +5,11 @@ present (sources: kernels/cuda/*.cu + kernels/binding/cuda_binding.cpp). Importi
 raises ImportError when it is not built or no CUDA device is visible, so the registry records the
 backend as unavailable with the reason.
 
-Kernels: TF32 tensor-core (WMMA) screening keeps the best few candidates per row, an exact fp32
-re-rank picks the winner, and rows the TF32 error bound cannot certify are rescanned exactly, so
-``"exact"`` and ``"certified"`` give the reference's answer up to fp32 near-ties. ``"bf16"``
-(approximate) skips that fallback scan; there is no BF16 tensor-core path yet.
+Kernels: tensor-core (WMMA) screening keeps the best few candidates per row, an exact fp32
+re-rank picks the winner, and rows the screen's error bound cannot certify are rescanned exactly.
+``"exact"`` screens in TF32 and ``"certified"`` in BF16 (candidates ranked by a rigorous per-code
+lower bound of the distance, docs/gpu.md); both give the reference's answer up to fp32
+near-ties. ``"bf16"`` (approximate) screens in BF16 and skips the rescan.
 Inputs of any float dtype are converted to fp32 before the kernels run.
 """
 from __future__ import annotations
@@ -35,8 +36,10 @@ nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension(
     _cuda,
     ("exact", "certified", "bf16"),
     docs={
-        "nearest_code": "TF32 screening + exact fp32 re-rank (+ exact fallback unless ``precision == \"bf16\"``).",
-        "rvq_encode": "All stages on the device: screen + re-rank + residual update per stage (2 launches each).",
+        "nearest_code": "TF32 (``exact``) or BF16 (``certified``, ``bf16``) screening + exact fp32 re-rank "
+                        "(+ exact fallback unless ``precision == \"bf16\"``).",
+        "rvq_encode": "All stages on the device: screen + re-rank + residual update per stage (2 launches each), "
+                      "then a stage-order decode of the sum.",
         "rvq_decode": "Gather + stage-order sum (``-1`` skipped); bitwise equal to the reference.",
         "ema_stats": "Per-code counts and sums with fp32 atomics (sums order-dependent in the last bits).",
     },

@@ -3,7 +3,9 @@
 // Build and run on a GPU machine (from the repository root):
 //   nvcc -O2 -std=c++17 -Ikernels -arch=native kernels/cuda/test/check_kernels.cu \
 //        kernels/cuda/search.cu kernels/cuda/codes.cu -o /tmp/check_kernels && /tmp/check_kernels
-// Each case is checked against an fp64 brute force on the host with the project's near-tie rule:
+// Every case runs with the TF32 and the BF16 certified screens; the BF16 approximate mode is run
+// and counted. Each case is checked against an fp64 brute force on the host with the project's
+// near-tie rule:
 // an index may differ from the true nearest only if d(x, c_got) <= d_best + 1e-4 (1 + d_best).
 // Exit status 0 = all cases passed.
 #include <cmath>
@@ -27,6 +29,13 @@
 namespace {
 
 int g_failures = 0;
+// The search mode every case runs with (main loops over the certified modes).
+int g_mode = RVQFAST_CUDA_TF32_CERTIFIED;
+
+const char* mode_name(int mode) {
+    return mode == RVQFAST_CUDA_TF32_CERTIFIED ? "tf32-certified"
+           : mode == RVQFAST_CUDA_BF16_CERTIFIED ? "bf16-certified" : "bf16-approx";
+}
 
 void expect(bool ok, const std::string& what) {
     std::printf("  [%s] %s\n", ok ? "ok" : "FAIL", what.c_str());
@@ -77,7 +86,7 @@ struct Result {
     unsigned int fallbacks;
 };
 
-Result run_nearest(const std::vector<float>& x, const std::vector<float>& cb, int64_t n, int64_t k, int64_t d, int certify) {
+Result run_nearest(const std::vector<float>& x, const std::vector<float>& cb, int64_t n, int64_t k, int64_t d, int mode) {
     float *dx = to_device(x), *dc = to_device(cb), *dd = nullptr;
     int64_t* di = nullptr;
     unsigned int* df = nullptr;
@@ -87,17 +96,17 @@ Result run_nearest(const std::vector<float>& x, const std::vector<float>& cb, in
     CK(cudaMalloc(&df, sizeof(unsigned int)));
     CK(cudaMemset(df, 0, sizeof(unsigned int)));
     CK(cudaMalloc(&ws, rvqfast_cuda_workspace_bytes(n, 1, k, d)));
-    CK(rvqfast_cuda_nearest_code(dx, dc, n, k, d, certify, di, dd, ws, df, 0));
+    CK(rvqfast_cuda_nearest_code(dx, dc, n, k, d, mode, di, dd, ws, df, 0));
     CK(cudaDeviceSynchronize());
     Result r{to_host(di, n), to_host(dd, n), to_host(df, 1)[0]};
     cudaFree(dx); cudaFree(dc); cudaFree(dd); cudaFree(di); cudaFree(df); cudaFree(ws);
     return r;
 }
 
-void check_nearest(const char* name, const std::vector<float>& x, const std::vector<float>& cb, int64_t n, int64_t k,
-                   int64_t d) {
+Result check_nearest(const char* name, const std::vector<float>& x, const std::vector<float>& cb, int64_t n, int64_t k,
+                     int64_t d) {
     std::printf("nearest_code %s (N=%lld K=%lld D=%lld)\n", name, (long long)n, (long long)k, (long long)d);
-    Result r = run_nearest(x, cb, n, k, d, 1);
+    Result r = run_nearest(x, cb, n, k, d, g_mode);
     expect(count_not_nearest(x, cb, r.idx, 1, n, k, d) == 0, "every index is a (near-)nearest code");
     double worst = 0;
     for (int64_t i = 0; i < n; ++i) {
@@ -106,6 +115,7 @@ void check_nearest(const char* name, const std::vector<float>& x, const std::vec
     }
     expect(worst < 1e-4, "sqdist is the winner's exact squared distance (rel err " + std::to_string(worst) + ")");
     std::printf("  fallback rows: %u of %lld\n", r.fallbacks, (long long)n);
+    return r;
 }
 
 std::vector<float> randn(std::mt19937& g, size_t count, float scale = 1.f, float offset = 0.f) {
@@ -132,7 +142,7 @@ void case_ties(std::mt19937& g) {
         for (int64_t i = 0; i < d; ++i) x[r * d + i] = cb[j * d + i];
     }
     std::printf("nearest_code exact ties (duplicated codes, rows on codes)\n");
-    Result r = run_nearest(x, cb, n, k, d, 1);
+    Result r = run_nearest(x, cb, n, k, d, g_mode);
     bool ok = true;
     for (int64_t i = 0; i < n; ++i) ok = ok && r.idx[i] == want[i] && r.sqdist[i] == 0.f;
     expect(ok, "ties resolve to the lowest index, distance 0");
@@ -153,8 +163,8 @@ void case_far_from_origin(std::mt19937& g) {
 
 void case_crowded(std::mt19937& g) {
     // Codes +-e_i (mean exactly 0) and rows of norm ~1e-2: every code is at distance ~1 and the
-    // gaps (~1e-4) are far below the TF32 error bound, so certification must fail and the exact
-    // fallback scan decide.
+    // gaps (~1e-4) are far below the TF32 and BF16 error bounds, so certification must fail and
+    // the exact fallback scan decide.
     const int64_t d = 64, k = 2 * d, n = 300;
     std::vector<float> cb(k * d, 0.f);
     for (int64_t i = 0; i < d; ++i) {
@@ -163,7 +173,7 @@ void case_crowded(std::mt19937& g) {
     }
     std::vector<float> x = randn(g, n * d, 1e-3f);
     std::printf("nearest_code crowded distances (exercises the fallback)\n");
-    Result r = run_nearest(x, cb, n, k, d, 1);
+    Result r = run_nearest(x, cb, n, k, d, g_mode);
     expect(count_not_nearest(x, cb, r.idx, 1, n, k, d) == 0, "every index is a (near-)nearest code");
     bool exact = true;
     for (int64_t row = 0; row < n; ++row) {
@@ -178,6 +188,43 @@ void case_crowded(std::mt19937& g) {
     }
     expect(exact, "index = the signed axis of the largest |x_i| (up to fp32 ties)");
     expect(r.fallbacks > 0, "fallback scan was used (" + std::to_string(r.fallbacks) + " rows)");
+}
+
+void case_bf16_ambiguous(std::mt19937& g) {
+    // Two clusters of codes at +-base, 1e-5 apart within a cluster: after centring (mean ~0) they
+    // differ far below bf16 (and TF32) resolution, so the bound must refuse and the exact scan decide.
+    const int64_t k = 96, d = 32, n = 200;
+    std::vector<float> base = randn(g, d), cb(k * d), x(n * d);
+    std::vector<float> dir = randn(g, k * d, 1e-5f);
+    for (int64_t j = 0; j < k; ++j)
+        for (int64_t i = 0; i < d; ++i) cb[j * d + i] = (j % 2 ? -base[i] : base[i]) + dir[j * d + i];
+    std::uniform_int_distribution<int64_t> pick(0, k - 1);
+    std::normal_distribution<float> nd(0.f, 2e-6f);
+    for (int64_t r = 0; r < n; ++r) {
+        const int64_t j = pick(g);
+        for (int64_t i = 0; i < d; ++i) x[r * d + i] = cb[j * d + i] + nd(g);
+    }
+    Result r = check_nearest("codes closer than bf16 resolution", x, cb, n, k, d);
+    expect(r.fallbacks > 0, "fallback scan was used (" + std::to_string(r.fallbacks) + " rows)");
+}
+
+void case_approx(std::mt19937& g, int64_t n, int64_t k, int64_t d) {
+    // BF16 screen without the rescan: no guarantee, so only count (the re-rank is still exact).
+    std::vector<float> x = randn(g, n * d), cb = randn(g, k * d);
+    Result r = run_nearest(x, cb, n, k, d, RVQFAST_CUDA_BF16_APPROX);
+    bool in_range = true;
+    double worst = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        in_range = in_range && r.idx[i] >= 0 && r.idx[i] < k;
+        if (!in_range) break;
+        const double ex = sqdist64(&x[i * d], &cb[r.idx[i] * d], d);
+        worst = std::max(worst, std::fabs(r.sqdist[i] - ex) / (1e-4 + ex));
+    }
+    std::printf("nearest_code bf16-approx random (N=%lld K=%lld D=%lld)\n", (long long)n, (long long)k, (long long)d);
+    expect(in_range && worst < 1e-4, "indices in range, sqdist exact for the returned code");
+    if (in_range)
+        std::printf("  rows not (near-)nearest: %lld of %lld (approximate mode)\n",
+                    (long long)count_not_nearest(x, cb, r.idx, 1, n, k, d), (long long)n);
 }
 
 void case_rvq(std::mt19937& g, int64_t n, int64_t q, int64_t k, int64_t d) {
@@ -195,10 +242,15 @@ void case_rvq(std::mt19937& g, int64_t n, int64_t q, int64_t k, int64_t d) {
     CK(cudaMalloc(&dout, sizeof(float) * n * d));
     CK(cudaMalloc(&di, sizeof(int64_t) * n * q));
     CK(cudaMalloc(&ws, rvqfast_cuda_workspace_bytes(n, q, k, d)));
-    CK(rvqfast_cuda_rvq_encode(dx, dc, n, q, k, d, 1, di, dq, ws, nullptr, 0));
+    unsigned int* df = nullptr;
+    CK(cudaMalloc(&df, sizeof(unsigned int)));
+    CK(cudaMemset(df, 0, sizeof(unsigned int)));
+    CK(rvqfast_cuda_rvq_encode(dx, dc, n, q, k, d, g_mode, di, dq, ws, df, 0));
     CK(cudaDeviceSynchronize());
     std::vector<int64_t> idx = to_host(di, n * q);
     std::vector<float> quant = to_host(dq, n * d);
+    std::printf("  fallback row-stages: %u of %lld\n", to_host(df, 1)[0], (long long)(n * q));
+    cudaFree(df);
 
     // Stage by stage on the host, with the kernel's own indices: each must be (near-)nearest to
     // the residual, and quant must equal the fp32 stage-order sum of the chosen codes exactly.
@@ -265,17 +317,29 @@ int main() {
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     std::printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
-    std::mt19937 g(1234);
-    case_random(g, 1, 1, 1);
-    case_random(g, 77, 67, 33);
-    case_random(g, 1000, 512, 64);
-    case_random(g, 513, 4096, 130);
-    case_random(g, 256, 300, 1030);
-    case_ties(g);
-    case_far_from_origin(g);
-    case_crowded(g);
-    case_rvq(g, 1000, 6, 512, 64);
-    case_rvq(g, 37, 3, 5, 7);
+    for (int mode : {RVQFAST_CUDA_TF32_CERTIFIED, RVQFAST_CUDA_BF16_CERTIFIED}) {
+        g_mode = mode;
+        std::printf("=== mode %s\n", mode_name(mode));
+        std::mt19937 g(1234);
+        case_random(g, 1, 1, 1);
+        case_random(g, 77, 67, 33);
+        case_random(g, 1000, 512, 64);
+        case_random(g, 1000, 512, 512);
+        case_random(g, 513, 4096, 130);
+        case_random(g, 256, 300, 1030);
+        case_random(g, 20, 10, RVQFAST_CUDA_BF16_MAX_D + 3);  // BF16 bound off: TF32 screen
+        case_ties(g);
+        case_far_from_origin(g);
+        case_crowded(g);
+        case_bf16_ambiguous(g);
+        case_rvq(g, 1000, 6, 512, 64);
+        case_rvq(g, 2000, 6, 512, 512);
+        case_rvq(g, 37, 3, 5, 7);
+    }
+    std::printf("=== mode %s\n", mode_name(RVQFAST_CUDA_BF16_APPROX));
+    std::mt19937 g(99);
+    case_approx(g, 1000, 512, 64);
+    case_approx(g, 1000, 512, 512);
     std::printf(g_failures ? "FAILED: %d check(s)\n" : "all checks passed\n", g_failures);
     return g_failures ? 1 : 0;
 }

@@ -12,6 +12,10 @@ import os
 import triton
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# RVQFAST_TRITON_FIXED_CONFIG=1: on a GPU, launch one fixed tiling instead of autotuning (every
+# new (K, D) would otherwise benchmark all configs; scripts/gpu_check.py sets it for the tests,
+# whose random shapes would autotune on every example).
+FIXED_CONFIG = os.environ.get("RVQFAST_TRITON_FIXED_CONFIG") == "1"
 
 # The fused encode keeps a (BLOCK_N, BLOCK_D) residual in registers and a (BLOCK_D, BLOCK_K)
 # codebook tile in shared memory; beyond this D it falls back to per-stage launches.
@@ -57,3 +61,11 @@ def prune_encode_configs(configs, named_args, **kwargs):
         if smem <= _SMEM_BUDGET and regs_per_thread <= 128:
             keep.append(c)
     return keep or [min(configs, key=lambda c: c.kwargs["BLOCK_N"] * c.kwargs["BLOCK_K"])]
+
+
+def fixed_config(encode: bool, block_d: int) -> triton.Config:
+    """The one tiling used without autotuning: the first search config, or the first encode
+    config that fits on chip for this BLOCK_D."""
+    if not encode:
+        return search_configs()[0]
+    return prune_encode_configs(encode_configs(), {"BLOCK_D": block_d})[0]
