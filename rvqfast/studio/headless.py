@@ -139,8 +139,7 @@ class Browser:
         self.events: list[dict] = []
         try:
             port = self._devtools_port()
-            targets = self._json(f"http://127.0.0.1:{port}/json/list")
-            page = next(t for t in targets if t.get("type") == "page")
+            page = self._page_target(port)
             self.ws = _WebSocket(page["webSocketDebuggerUrl"], timeout)
             for domain in ("Page", "Runtime", "Log"):
                 self.send(f"{domain}.enable")
@@ -161,6 +160,21 @@ class Browser:
             except (OSError, ValueError, IndexError):
                 time.sleep(0.05)
         raise DevToolsError("chromium did not open its DevTools port in time")
+
+    def _page_target(self, port: int) -> dict:
+        # The port file can appear a moment before the first page is listed.
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                targets = self._json(f"http://127.0.0.1:{port}/json/list")
+                page = next((t for t in targets if t.get("type") == "page"), None)
+            except OSError:
+                page = None
+            if page is not None:
+                return page
+            if time.monotonic() > deadline:
+                raise DevToolsError("chromium listed no page target in time")
+            time.sleep(0.05)
 
     @staticmethod
     def _json(url: str) -> Any:
