@@ -127,3 +127,16 @@ def test_debug_flag_shows_traceback(tmp_path):
     p.write_text(_tiny(ch="-2"))
     with pytest.raises(BVHError):
         data_cli(["import-bvh", str(p), "--out", str(tmp_path / "o"), "--debug"])
+
+
+def test_device_or_folder_instead_of_a_file_does_not_hang(tmp_path, capsys):
+    # reading /dev/zero (or a FIFO) as a BVH or a --config would never end
+    with time_limit(10):
+        assert data_cli(["import-bvh", "/dev/zero", "--out", str(tmp_path / "o")]) == 2
+        assert data_cli(["import-bvh", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "/dev/zero: unreadable (not a regular file)" in err and "Traceback" not in err
+    from rvqfast.train.__main__ import main as train_cli
+    with time_limit(10):
+        assert train_cli(["--config", "/dev/zero", "--out", str(tmp_path / "r"), "--print-config"]) == 2
+    assert "--config: /dev/zero" in capsys.readouterr().err

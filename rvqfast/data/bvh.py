@@ -45,6 +45,7 @@ class BVH:
 
 _VALID_CH = {"Xposition", "Yposition", "Zposition", "Xrotation", "Yrotation", "Zrotation"}
 MAX_BVH_FRAMES = 1_000_000   # rows in the file; the 20 fps output is limited to MAX_LENGTH
+MAX_BVH_BYTES = 1 << 30      # 1 GiB of text: about a million frames of a full-body skeleton
 _MAX_VALUE = 1e7             # |channel value| (file units or degrees); beyond it nothing is a motion
 _INT_RE = re.compile(r"^[+]?\d+$")
 
@@ -344,6 +345,10 @@ def load_bvh(path: str | Path, *, scale: float | str = "auto", fps: int = FPS) -
     """Read a BVH file and return (T, 22, 3) joints in metres at ``fps`` frames/s."""
     path = Path(path)
     try:
+        if not path.is_file():  # a folder, FIFO or device (e.g. /dev/zero) would block or never end
+            raise OSError("not a regular file")
+        if path.stat().st_size > MAX_BVH_BYTES:
+            raise OSError(f"{path.stat().st_size} bytes; expected at most {MAX_BVH_BYTES}")
         text = path.read_text(encoding="utf-8", errors="strict")
     except (OSError, UnicodeDecodeError) as e:
         raise BVHError(f"{path}: unreadable ({e})") from None

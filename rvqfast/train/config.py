@@ -152,6 +152,8 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any], source: str) ->
 def load_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     try:
+        if p.exists() and (not p.is_file() or p.stat().st_size > 10_000_000):
+            raise OSError("not a regular file of at most 10 MB")  # e.g. a FIFO or /dev/zero
         obj = json.loads(p.read_text())
     except FileNotFoundError:
         raise ValueError(f"--config: {p} does not exist") from None
