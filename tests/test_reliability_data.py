@@ -107,3 +107,18 @@ def test_non_utf8_split_file(small, tmp_path):
     (root / "train.txt").write_bytes(b"\xff\xfe\x00abc\n")
     with pytest.raises(DatasetError, match=r"train\.txt: unreadable split file"):
         HumanML3D(root, "train")
+
+
+@pytest.mark.parametrize("target", ["Std.npy", "new_joint_vecs/{n}.npy", "texts/{n}.txt"])
+def test_fifo_in_dataset_does_not_block(small, tmp_path, target):
+    import os
+
+    from reliability_support import time_limit
+
+    root = _copy(small, tmp_path / "root")
+    name = (root / "train.txt").read_text().split()[0]
+    p = root / target.format(n=name)
+    p.unlink()
+    os.mkfifo(p)
+    with time_limit(10), pytest.raises(DatasetError, match="not a regular file"):
+        HumanML3D(root, "train")

@@ -34,8 +34,15 @@ class DatasetError(ValueError):
     """A file in a HumanML3D-layout folder is missing or malformed."""
 
 
+def _not_regular(path: Path) -> bool:
+    """True for an existing non-regular file (folder, FIFO, device): reading it could block."""
+    return path.exists() and not path.is_file()
+
+
 def load_array(path: Path, what: str, shape_tail: tuple[int, ...]) -> np.ndarray:
     """Load a float .npy without pickles and check its trailing shape and values."""
+    if _not_regular(path):
+        raise DatasetError(f"{path}: not a regular file; expected {what}")
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -66,6 +73,8 @@ def _npy_reason(e: Exception) -> str:
 
 def parse_captions(path: Path) -> list[str]:
     """Captions from a HumanML3D text file (``caption#tokens#start#end`` lines)."""
+    if _not_regular(path):
+        raise DatasetError(f"{path}: not a regular file; expected captions")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -84,7 +93,7 @@ def read_split(root: Path, split: str) -> list[str]:
         raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
     path = root / f"{split}.txt"
     if not path.is_file():
-        raise DatasetError(f"{path}: missing split file")
+        raise DatasetError(f"{path}: missing split file (or not a regular file)")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -107,6 +116,8 @@ def load_stats(root: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_vec(path: Path, what: str) -> np.ndarray:
+    if _not_regular(path):
+        raise DatasetError(f"{path}: not a regular file; expected the ({FEATURE_DIM},) {what}")
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
