@@ -207,3 +207,16 @@ def test_non_finite_batch_names_step_and_data(data, tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match=rf"step 1: .*--data {data}.*rvqfast.data check"):
         train(build_config("quick", None, {**TINY, "data": str(data), "out": str(tmp_path / "r"), "steps": 3}),
               progress=False)
+
+
+def test_fifo_checkpoint_does_not_block(run, tmp_path, capsys):
+    from reliability_support import time_limit
+
+    r = _copy(run, tmp_path)
+    path = _ckpt(r)
+    path.unlink()
+    os.mkfifo(path)
+    with time_limit(20):
+        rc, err = _resume(r, capsys)
+    assert_clean_failure(rc, err, (path.name,))
+    assert "not a regular file" in err

@@ -37,6 +37,8 @@ def atomic_save_tensors(tensors: Mapping[str, Tensor], path: str | Path, metadat
 
 
 def file_sha256(path: str | Path) -> str:
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: not a regular file")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -76,6 +78,8 @@ def check_finite_tensors(tensors: Mapping[str, Tensor], source: str) -> None:
 
 def read_json(path: str | Path) -> dict[str, Any]:
     try:
+        if not Path(path).is_file():
+            raise OSError("not a regular file")  # a FIFO or device would block the read
         if Path(path).stat().st_size > 50_000_000:
             raise OSError("larger than 50 MB; not a config file")
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -89,6 +93,8 @@ def read_json(path: str | Path) -> dict[str, Any]:
 def read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     from safetensors import safe_open
 
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: not a regular file; expected a safetensors file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}

@@ -186,6 +186,8 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a checkpoint (validated format)."""
     from safetensors import safe_open
 
+    if not Path(path).is_file():
+        raise CheckpointError(f"{path}: not a regular file; expected a training checkpoint")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             raw = (f.metadata() or {}).get("rvqfast")
