@@ -9,15 +9,13 @@ Module and buffer names follow vector-quantize-pytorch, so its checkpoints load 
 from __future__ import annotations
 
 import math
-import random
 from contextlib import nullcontext
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .distributed import all_reduce_sum_, is_distributed
+from .stages import last_active_stage, shared_dropout_seed, stage_codes
 
 
 def _ste(z: Tensor, zq: Tensor) -> Tensor:
@@ -31,22 +29,6 @@ def _check_levels(levels: object) -> list[int]:
     ):
         raise ValueError(f"levels must be a non-empty list of ints >= 2, got {levels!r}")
     return list(levels)
-
-
-def shared_dropout_seed(device: torch.device) -> int:
-    """A seed for the quantize-dropout draw, the same on all ranks (summed) when distributed."""
-    seed = torch.randint(0, 10_000, (), device=device)
-    if is_distributed():
-        all_reduce_sum_(seed)
-    return int(seed.item())
-
-
-def dropout_last_index(seed: int, cutoff: int, num: int, multiple_of: int) -> int:
-    """Index of the last quantizer kept under quantize dropout (vector-quantize-pytorch's rule)."""
-    last = random.Random(seed).randrange(cutoff, num)
-    if multiple_of != 1:
-        last = math.ceil((last + 1) / multiple_of) * multiple_of - 1
-    return last
 
 
 def _channels_last(x: Tensor) -> tuple[Tensor, tuple[int, ...]]:
@@ -294,19 +276,8 @@ class ResidualFSQ(nn.Module):
 
     def get_codes_from_indices(self, indices: Tensor) -> Tensor:
         """Scaled codes (Q, B, ..., codebook_dim) of indices (B, ..., Q'); ``-1`` gives zeros."""
-        qn = indices.shape[-1]
-        if qn > self.num_quantizers:
-            raise ValueError(f"indices has {qn} stages but the module has {self.num_quantizers}")
-        if qn < self.num_quantizers:
-            if not self.quantize_dropout:
-                raise ValueError("indices has fewer stages than num_quantizers: only allowed with quantize_dropout=True")
-            indices = F.pad(indices, (0, self.num_quantizers - qn), value=-1)
-        idx = indices.long().movedim(-1, 0)  # (Q, B, ...)
-        keep = (idx >= 0).unsqueeze(-1)
-        cbs = self.codebooks
-        codes = torch.stack([cbs[q][idx[q].clamp(min=0)] for q in range(self.num_quantizers)])
-        scales = self.scales.reshape(self.num_quantizers, *([1] * (codes.dim() - 2)), -1)
-        return codes * keep * scales
+        codes = stage_codes(self.codebooks, indices, self.quantize_dropout)
+        return codes * self.scales.reshape(self.num_quantizers, *([1] * (codes.dim() - 2)), -1)
 
     def get_output_from_indices(self, indices: Tensor) -> Tensor:
         return self.project_out(self.get_codes_from_indices(indices).sum(0))
@@ -319,13 +290,7 @@ class ResidualFSQ(nn.Module):
         if self.soft_clamp_input_value is not None:
             c = self.soft_clamp_input_value
             x = torch.tanh(x / c) * c
-        last = self.num_quantizers - 1
-        dropping = self.training and self.quantize_dropout and torch.is_grad_enabled()
-        if dropping:
-            seed = rand_quantize_dropout_fixed_seed
-            if seed is None:
-                seed = shared_dropout_seed(x.device)
-            last = dropout_last_index(seed, self.quantize_dropout_cutoff_index, self.num_quantizers, self.quantize_dropout_multiple_of)
+        last = last_active_stage(self, x.device, rand_quantize_dropout_fixed_seed)
         residual, out, all_idx = x, 0.0, []
         for q, (layer, scale) in enumerate(zip(self.layers, self.scales)):
             if q > last:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import is_distributed
-from .fsq import dropout_last_index, shared_dropout_seed
+from .stages import last_active_stage, stage_codes
 
 Return = namedtuple("Return", ["quantized", "indices", "entropy_aux_loss"])
 LossBreakdown = namedtuple("LossBreakdown", ["per_sample_entropy", "batch_entropy", "commitment"])
@@ -285,14 +285,7 @@ class ResidualLFQ(nn.Module):
 
     def get_codes_from_indices(self, indices: Tensor) -> Tensor:
         """Codes (Q, B, ..., codebook_dim) of indices (B, ..., Q') (``-1``/missing stages: 0)."""
-        qn = indices.shape[-1]
-        if qn < self.num_quantizers:
-            if not self.quantize_dropout:
-                raise ValueError("indices has fewer stages than num_quantizers: only allowed with quantize_dropout=True")
-            indices = F.pad(indices, (0, self.num_quantizers - qn), value=-1)
-        idx = indices.long().movedim(-1, 0)
-        cbs = self.codebooks
-        return torch.stack([cbs[q][idx[q].clamp(min=0)] for q in range(self.num_quantizers)]) * (idx >= 0).unsqueeze(-1)
+        return stage_codes(self.codebooks, indices, self.quantize_dropout)
 
     def get_output_from_indices(self, indices: Tensor) -> Tensor:
         return self.project_out(self.get_codes_from_indices(indices).sum(0))
@@ -300,13 +293,7 @@ class ResidualLFQ(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None, return_all_codes: bool = False,
                 rand_quantize_dropout_fixed_seed: int | None = None):
         x = self.project_in(x)
-        last = self.num_quantizers - 1
-        dropping = self.training and self.quantize_dropout and torch.is_grad_enabled()
-        if dropping:
-            seed = rand_quantize_dropout_fixed_seed
-            if seed is None:
-                seed = shared_dropout_seed(x.device)
-            last = dropout_last_index(seed, self.quantize_dropout_cutoff_index, self.num_quantizers, self.quantize_dropout_multiple_of)
+        last = last_active_stage(self, x.device, rand_quantize_dropout_fixed_seed)
         residual, out, all_idx, losses = x, 0.0, [], []
         for q, layer in enumerate(self.layers):
             if q > last:

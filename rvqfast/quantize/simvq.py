@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _ops
-from .fsq import dropout_last_index, shared_dropout_seed
+from .stages import last_active_stage, stage_codes
 from .grad import rotate_to
 from .kmeans import resolve_backend
 
@@ -177,16 +177,7 @@ class ResidualSimVQ(nn.Module):
     def get_codes_from_indices(self, indices: Tensor) -> Tensor:
         """Codes (Q, B, ..., dim) of indices (B, ..., Q') (``-1`` and missing stages give 0);
         channels after the batch axis with ``channel_first``."""
-        qn = indices.shape[-1]
-        if qn > self.num_quantizers:
-            raise ValueError(f"indices has {qn} stages but the module has {self.num_quantizers}")
-        if qn < self.num_quantizers:
-            if not self.quantize_dropout:
-                raise ValueError("indices has fewer stages than num_quantizers: only allowed with quantize_dropout=True")
-            indices = F.pad(indices, (0, self.num_quantizers - qn), value=-1)
-        idx = indices.long().movedim(-1, 0)
-        cbs = self.codebooks
-        codes = torch.stack([cbs[q][idx[q].clamp(min=0)] for q in range(self.num_quantizers)]) * (idx >= 0).unsqueeze(-1)
+        codes = stage_codes(self.codebooks, indices, self.quantize_dropout)
         return codes.movedim(-1, 2) if self.channel_first else codes
 
     def get_output_from_indices(self, indices: Tensor) -> Tensor:
@@ -198,13 +189,8 @@ class ResidualSimVQ(nn.Module):
         rows, mid = _to_rows(x, self.channel_first)
         if rows.shape[-1] != self.codebook_dim:
             raise ValueError(f"x has {rows.shape[-1]} features but dim={self.codebook_dim}")
-        last = self.num_quantizers - 1
-        if self.training and self.quantize_dropout:
-            seed = rand_quantize_dropout_fixed_seed
-            if seed is None:
-                seed = shared_dropout_seed(x.device)
-            last = dropout_last_index(seed, self.quantize_dropout_cutoff_index, self.num_quantizers, self.quantize_dropout_multiple_of)
-        n_active = last + 1
+        # vector-quantize-pytorch's ResidualSimVQ drops stages under no_grad too.
+        n_active = last_active_stage(self, x.device, rand_quantize_dropout_fixed_seed, needs_grad=False) + 1
         cbs = torch.stack([layer.codebook for layer in self.layers[:n_active]])  # (A, K, D), differentiable
         flat = rows.detach().reshape(-1, rows.shape[-1]).float().contiguous()
         b, p = resolve_backend(self.backend, self.precision, flat.device, flat.shape[-1])
