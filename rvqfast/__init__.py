@@ -26,6 +26,7 @@ _LAZY = {
     "SimVQ": ("rvqfast.quantize", "SimVQ"),
     "LFQ": ("rvqfast.quantize", "LFQ"),
     "ResidualLFQ": ("rvqfast.quantize", "ResidualLFQ"),
+    "GroupedResidualLFQ": ("rvqfast.quantize", "GroupedResidualLFQ"),
     "ResidualSimVQ": ("rvqfast.quantize", "ResidualSimVQ"),
     "ResidualFSQ": ("rvqfast.quantize", "ResidualFSQ"),
     "GroupedResidualFSQ": ("rvqfast.quantize", "GroupedResidualFSQ"),

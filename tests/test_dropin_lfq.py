@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import rvqfast
-from rvqfast.quantize import LFQ, ResidualLFQ
+from rvqfast.quantize import LFQ, GroupedResidualLFQ, ResidualLFQ
 
 vqp = pytest.importorskip("vector_quantize_pytorch")
 
@@ -107,3 +107,21 @@ def test_lfq_compiles_fullgraph_and_is_exported():
     torch.testing.assert_close(xc.grad, xe.grad)
     with pytest.raises(ValueError, match="power of 2"):
         LFQ(dim=4, codebook_size=12)
+
+
+def test_grouped_residual_lfq_matches_vqp():
+    kw = dict(dim=16, groups=2, num_quantizers=2, codebook_size=16, quantize_dropout=True)
+    torch.manual_seed(0)
+    theirs = vqp.GroupedResidualLFQ(**kw)
+    torch.manual_seed(0)
+    ours = GroupedResidualLFQ(**kw)
+    x = torch.randn(2, 20, 16)
+    for seed in range(3):
+        rt, _ = _same(theirs, ours, x, seed=seed)
+    assert rt[1].shape == (2, 2, 20, 2) and rt[2].shape == (2, 2)
+    torch.testing.assert_close(ours.get_output_from_indices(rt[1]), theirs.get_output_from_indices(rt[1]))
+    theirs.eval(), ours.eval()
+    ct, co = theirs(x, return_all_codes=True)[3], ours(x, return_all_codes=True)[3]
+    assert isinstance(co, tuple) and len(co) == 2
+    for a, b in zip(ct, co):
+        torch.testing.assert_close(b, a)

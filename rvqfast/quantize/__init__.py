@@ -13,12 +13,12 @@ from __future__ import annotations
 from .compat import missing_name_error, to_vector_quantize_pytorch
 from .fsq import FSQ, GroupedResidualFSQ, ResidualFSQ
 from .grouped import GroupedResidualVQ
-from .lfq import LFQ, ResidualLFQ
+from .lfq import LFQ, GroupedResidualLFQ, ResidualLFQ
 from .residual_vq import ResidualVQ
 from .simvq import ResidualSimVQ, SimVQ
 from .vector_quantize import VectorQuantize
 
-__all__ = ["FSQ", "GroupedResidualFSQ", "ResidualFSQ", "GroupedResidualVQ", "LFQ", "ResidualLFQ", "ResidualSimVQ", "ResidualVQ", "SimVQ", "VectorQuantize", "to_vector_quantize_pytorch"]
+__all__ = ["FSQ", "GroupedResidualFSQ", "ResidualFSQ", "GroupedResidualLFQ", "GroupedResidualVQ", "LFQ", "ResidualLFQ", "ResidualSimVQ", "ResidualVQ", "SimVQ", "VectorQuantize", "to_vector_quantize_pytorch"]
 
 
 def __getattr__(name: str):

@@ -33,7 +33,7 @@ KNOWN_UNSUPPORTED = frozenset(
 # vector-quantize-pytorch's exports (1.32) that rvqfast provides as drop-ins.
 PROVIDED = (
     "VectorQuantize", "ResidualVQ", "GroupedResidualVQ", "FSQ", "ResidualFSQ", "GroupedResidualFSQ",
-    "SimVQ", "ResidualSimVQ", "LFQ", "ResidualLFQ",
+    "SimVQ", "ResidualSimVQ", "LFQ", "ResidualLFQ", "GroupedResidualLFQ",
 )
 
 # vector-quantize-pytorch's exports (1.32) that rvqfast does not provide: the one list. Importing
@@ -42,7 +42,6 @@ NOT_PROVIDED = {
     "RandomProjectionQuantizer": "random-projection quantizer (BEST-RQ)",
     "FSP": "finite scalar perturbation",
     "EvoLFQ": "evolutionary lookup-free quantization",
-    "GroupedResidualLFQ": "grouped residual lookup-free quantization",
     "LatentQuantize": "latent quantization",
     "BinaryMapper": "binary mapper",
     "HierarchicalVQ": "hierarchical VQ",

@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .stages import last_active_stage, shared_dropout_seed, stage_codes
+from .stages import GroupedStages, last_active_stage, stage_codes
 
 
 def _ste(z: Tensor, zq: Tensor) -> Tensor:
@@ -311,7 +311,7 @@ class ResidualFSQ(nn.Module):
         return out, indices, self.get_codes_from_indices(indices)
 
 
-class GroupedResidualFSQ(nn.Module):
+class GroupedResidualFSQ(GroupedStages):
     """The feature dimension split into ``groups``, each quantized by its own :class:`ResidualFSQ`
     (vector-quantize-pytorch's signature and ``rvqs.{g}`` layout).
 
@@ -320,38 +320,8 @@ class GroupedResidualFSQ(nn.Module):
     """
 
     def __init__(self, *, dim: int, groups: int = 1, accept_image_fmap: bool = False, **kwargs) -> None:
-        super().__init__()
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or dim % groups:
-            raise ValueError(f"groups must be a positive int dividing dim={dim}, got {groups!r}")
-        self.dim = dim
-        self.groups = groups
-        self.accept_image_fmap = bool(accept_image_fmap)
-        self.rvqs = nn.ModuleList(ResidualFSQ(dim=dim // groups, **kwargs) for _ in range(groups))
+        super().__init__(lambda d: ResidualFSQ(dim=d, **kwargs), dim=dim, groups=groups, accept_image_fmap=accept_image_fmap)
         self.codebook_size = self.rvqs[0].codebook_size
 
-    @property
-    def codebooks(self) -> Tensor:
-        return torch.stack([r.codebooks for r in self.rvqs])
-
-    @property
-    def split_dim(self) -> int:
-        return 1 if self.accept_image_fmap else -1
-
-    def get_codes_from_indices(self, indices) -> Tensor:
-        return torch.stack([r.get_codes_from_indices(i) for r, i in zip(self.rvqs, indices)])
-
-    def get_output_from_indices(self, indices) -> Tensor:
-        return torch.cat([r.get_output_from_indices(i) for r, i in zip(self.rvqs, indices)], dim=self.split_dim)
-
     def forward(self, x: Tensor, return_all_codes: bool = False):
-        if x.shape[self.split_dim] != self.dim:
-            raise ValueError(f"x has {x.shape[self.split_dim]} features (dim {self.split_dim}) but dim={self.dim}")
-        # One dropout draw shared by all groups (drawn in training, as vector-quantize-pytorch).
-        seed = shared_dropout_seed(x.device) if self.training else None
-        outs = [r(c, return_all_codes=return_all_codes, rand_quantize_dropout_fixed_seed=seed)
-                for r, c in zip(self.rvqs, x.chunk(self.groups, dim=self.split_dim))]
-        ret = (torch.cat([o[0] for o in outs], dim=self.split_dim), torch.stack([o[1] for o in outs]))
-        if return_all_codes:
-            # A tuple of per-group codes, as vector-quantize-pytorch returns.
-            ret = ret + (tuple(o[2] for o in outs),)
-        return ret
+        return self._forward_groups(x, return_all_codes)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .distributed import is_distributed
-from .stages import last_active_stage, stage_codes
+from .stages import GroupedStages, last_active_stage, stage_codes
 
 Return = namedtuple("Return", ["quantized", "indices", "entropy_aux_loss"])
 LossBreakdown = namedtuple("LossBreakdown", ["per_sample_entropy", "batch_entropy", "commitment"])
@@ -310,3 +310,18 @@ class ResidualLFQ(nn.Module):
         if not return_all_codes:
             return ret
         return ret + (self.get_codes_from_indices(ret[1]),)
+
+
+class GroupedResidualLFQ(GroupedStages):
+    """The feature dimension split into ``groups``, each quantized by its own :class:`ResidualLFQ`
+    (vector-quantize-pytorch's signature and ``rvqs.{g}`` layout).
+
+    ``forward(x, mask=None, return_all_codes=False)`` returns ``(quantized, indices (G, B, N, Q),
+    aux_losses (G, Q))`` (plus a tuple of each group's codes).
+    """
+
+    def __init__(self, *, dim: int, groups: int = 1, accept_image_fmap: bool = False, **kwargs) -> None:
+        super().__init__(lambda d: ResidualLFQ(dim=d, **kwargs), dim=dim, groups=groups, accept_image_fmap=accept_image_fmap)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_all_codes: bool = False):
+        return self._forward_groups(x, return_all_codes, mask=mask)
