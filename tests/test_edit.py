@@ -167,7 +167,7 @@ def test_edit_cli_and_suite(tmp_path, capsys):
     np.save(tmp_path / "bad.npy", np.zeros((40, 262), np.float32))
     with pytest.raises(ValueError, match="input"):
         main([str(tmp_path / "run"), "--input", str(tmp_path / "bad.npy"), "--set",
-              "angle:left_knee=straight", "--out", str(tmp_path / "o2")])
+              "angle:left_knee=straight", "--out", str(tmp_path / "o2"), "--debug"])  # --debug: raise
 
     from rvqfast.editing.suite import SUITE, run_suite, suite_markdown
     kinds = {s.split(":")[0].split("_")[0] for s, _ in SUITE}
