@@ -15,7 +15,10 @@ from torch import nn
 
 import rvqfast
 from rvqfast import ops
-from rvqfast.quantize import GroupedResidualVQ, ResidualVQ, VectorQuantize
+from rvqfast.quantize import (
+    FSQ, LFQ, GroupedResidualFSQ, GroupedResidualLFQ, GroupedResidualVQ, ResidualFSQ, ResidualLFQ, ResidualSimVQ,
+    ResidualVQ, SimVQ, VectorQuantize,
+)
 
 DIM = 16
 
@@ -95,6 +98,37 @@ def test_grouped_and_multi_head_compiled_equal_eager():
     _assert_same_step(
         lambda: VectorQuantize(dim=DIM, codebook_size=16, heads=4, separate_codebook_per_head=True, codebook_dim=4)
     )
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_scalar_and_simvq_modules_compiled_equal_eager(training):
+    # FSQ / LFQ / SimVQ families: outputs, indices, losses and input gradients, fullgraph.
+    _fresh_compile_state()
+    torch.manual_seed(0)
+    cases = [
+        (FSQ(levels=[8, 5, 5], dim=DIM), ()),
+        (ResidualFSQ(levels=[5, 5, 5], num_quantizers=2, dim=DIM), ()),
+        (GroupedResidualFSQ(levels=[5, 5, 5], num_quantizers=2, dim=DIM, groups=2), ()),
+        (LFQ(dim=DIM, codebook_size=64), ()),
+        (ResidualLFQ(dim=DIM, num_quantizers=2, codebook_size=64), ()),
+        (GroupedResidualLFQ(dim=DIM, groups=2, num_quantizers=2, codebook_size=16), ()),
+        (SimVQ(dim=DIM, codebook_size=32), ()),
+        (ResidualSimVQ(dim=DIM, num_quantizers=2, codebook_size=32), ()),
+    ]
+    x = torch.randn(2, 12, DIM)
+    for module, _ in cases:
+        module.train(training)
+        xe, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_e = module(xe)
+        out_c = torch.compile(module, fullgraph=True, backend="aot_eager")(xc)
+        for a, b in zip(out_e, out_c):
+            torch.testing.assert_close(b, a, msg=type(module).__name__)
+        loss_e = out_e[0].square().mean() + sum(t.sum() for t in out_e[2:3] if t.is_floating_point())
+        loss_c = out_c[0].square().mean() + sum(t.sum() for t in out_c[2:3] if t.is_floating_point())
+        if loss_e.requires_grad:
+            loss_e.backward()
+            loss_c.backward()
+            torch.testing.assert_close(xc.grad, xe.grad, msg=type(module).__name__)
 
 
 def test_dead_code_expiry_under_fullgraph_replaces_dead_codes_with_inputs():

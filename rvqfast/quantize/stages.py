@@ -92,7 +92,10 @@ class GroupedStages(nn.Module):
         stacked over groups, and the groups' codes as a tuple when asked (as upstream)."""
         if x.shape[self.split_dim] != self.dim:
             raise ValueError(f"x has {x.shape[self.split_dim]} features (dim {self.split_dim}) but dim={self.dim}")
-        seed = shared_dropout_seed(x.device) if self.training else None
+        # Drawn in every training forward as upstream does (the same RNG stream); under
+        # torch.compile only when some group uses it (the draw is a graph break).
+        used = any(r.quantize_dropout for r in self.rvqs)
+        seed = shared_dropout_seed(x.device) if self.training and (used or not torch.compiler.is_compiling()) else None
         outs = [
             r(c, return_all_codes=return_all_codes, rand_quantize_dropout_fixed_seed=seed, **fwd)
             for r, c in zip(self.rvqs, x.chunk(self.groups, dim=self.split_dim))
