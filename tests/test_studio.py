@@ -357,11 +357,14 @@ def test_exports_and_bvh_roundtrip_through_upload(page, tmp_path):
     assert np.abs(features_to_joints(feats.astype(np.float64)) - edited).max() < 1e-3
     b.evaluate("document.getElementById('export-codes').click()")
     codes = json.loads(b.wait_for("window.__studio.lastExport.kind === 'codes' && window.__studio.lastExport.text"))
-    assert np.asarray(codes["categories"]).shape == (edited.shape[0] // 4, 70) and codes["edits"]
+    assert np.asarray(codes["categories"]).shape == (edited.shape[0] // 4, 70)
+    assert codes["categories"] == np.asarray(b.evaluate("window.__studio.categories()")).reshape(-1, 70).tolist()
+    assert codes["edits"] == b.evaluate("window.__studio.edits()")
     # Import the exported BVH through the page: what it shows is what Python reads from the file.
-    uploads = b.evaluate("window.__studio.uploads")
+    uploads, before = b.evaluate("window.__studio.uploads"), b.evaluate("window.__studio.motionId()")
     b.set_files("#upload-input", [str(path)])
-    b.wait_for(f"window.__studio.uploads > {uploads} && window.__studio.motionId().startsWith('upload/')", timeout=60)
+    b.wait_for(f"window.__studio.uploads > {uploads} && window.__studio.motionId() !== {json.dumps(before)}"
+               " && window.__studio.motionId().startsWith('upload/')", timeout=60)
     b.wait_for("document.getElementById('upload-message').className.includes('ok')", timeout=30)
     shown = np.asarray(b.evaluate("window.__studio.datasetJoints()")).reshape(-1, 22, 3)
     expect = features_to_joints(joints_to_features(back))

@@ -4,6 +4,7 @@ import { Player } from "./player.js";
 import { Strips, categoryColor, shortName } from "./strips.js";
 
 const $ = (id) => document.getElementById(id);
+const MAX_LISTED = 400;
 
 const S = {
   info: null, decoder: null, editGraph: null, player: null, strips: null,
@@ -76,10 +77,13 @@ function renderLibrary() {
   const words = q.split(/\s+/).filter(Boolean);
   const list = $("library");
   list.textContent = "";
-  let shown = 0;
+  let shown = 0, matched = 0;
   for (const m of S.library) {
     const hay = `${m.name} ${m.captions.join(" ")} ${m.source}`.toLowerCase();
     if (!words.every((w) => hay.includes(w))) continue;
+    matched++;
+    // A full HumanML3D has ~29k motions: list the first matches, the search finds the rest.
+    if (shown >= MAX_LISTED && !(S.motion && S.motion.id === m.id)) continue;
     shown++;
     const li = document.createElement("li");
     li.dataset.id = m.id;
@@ -95,11 +99,15 @@ function renderLibrary() {
     li.addEventListener("click", () => selectMotion(m.id));
     list.append(li);
   }
-  $("library-count").textContent = `${shown} of ${S.library.length} motions`;
+  $("library-count").textContent = matched > shown
+    ? `${matched} of ${S.library.length} motions match; showing ${shown}, refine the search`
+    : `${matched} of ${S.library.length} motions`;
 }
 
 async function refreshLibrary() {
-  S.library = (await api("/api/library")).body;
+  const all = (await api("/api/library")).body;
+  // Uploads first, newest on top, then the dataset in its order.
+  S.library = [...all.filter((m) => m.source === "upload").reverse(), ...all.filter((m) => m.source !== "upload")];
   renderLibrary();
 }
 
@@ -428,7 +436,8 @@ async function main() {
   });
 
   await refreshLibrary();
-  if (S.library.length) await selectMotion(S.library[0].id);
+  const first = S.library.find((m) => m.source !== "upload") || S.library[0];
+  if (first) await selectMotion(first.id);
   else status("no motions: import a BVH file");
   hook.ready = true;
 }
