@@ -165,3 +165,19 @@ def test_residual_vq_orthogonal_matches_vqp():
 
 def test_grouped_is_exported():
     assert rvqfast.GroupedResidualVQ is GroupedResidualVQ
+
+
+def test_residual_vq_dropout_multiple_of_matches_vqp():
+    kw = dict(dim=8, num_quantizers=6, codebook_size=8, quantize_dropout=True, quantize_dropout_multiple_of=4)
+    theirs, ours = vqp.ResidualVQ(**kw), ResidualVQ(**kw)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 10, 8)
+    kept = set()
+    for seed in range(6):
+        torch.manual_seed(seed)
+        it = theirs(x)[1]
+        torch.manual_seed(seed)
+        io = ours(x)[1]
+        assert torch.equal(it, io)
+        kept.add(int((io[0, 0] >= 0).sum()))
+    assert kept <= {4, 6} and len(kept) == 2  # multiples of 4 stages, capped at 6

@@ -24,7 +24,7 @@ KNOWN_UNSUPPORTED = frozenset(
         "sync_affine_param", "vq_bridge", "manual_ema_update", "in_place_codebook_optimizer",
         "manual_in_place_optimizer_update", "affine_param", "affine_param_batch_decay",
         "affine_param_codebook_decay", "sync_update_v", "return_zeros_for_masked_padding",
-        "route_gradients_to_input", "diveq", "quantize_dropout_multiple_of", "implicit_neural_codebook",
+        "route_gradients_to_input", "diveq", "implicit_neural_codebook",
         "mlp_kwargs", "beam_size", "eval_beam_size", "beam_score_quantizer_weights", "quant_grad_frac",
     }
 )

@@ -13,7 +13,6 @@ distinct codebooks (1 when shared).
 from __future__ import annotations
 
 import math
-import random
 import warnings
 
 import torch
@@ -25,6 +24,7 @@ from . import distributed as ddp
 from .compat import from_vector_quantize_pytorch, is_foreign
 from .grad import _EPS, StagePass, rotation_value_correction, rotation_value_fixup, stages_autograd
 from .kmeans import all_finite, kmeans, resolve_backend, sample_rows, search, stats
+from .stages import dropout_last_index
 
 
 class QuantizerCore(nn.Module):
@@ -288,14 +288,15 @@ class QuantizerCore(nn.Module):
         self.embed_avg[slot] = torch.where(dead, sampled * reset, self.embed_avg[slot])
 
     # --------------------------------------------------------------------------- passes
-    def dropout_cutoff(self, enabled: bool, cutoff: int, sync: bool, device: torch.device) -> int:
+    def dropout_cutoff(self, enabled: bool, cutoff: int, sync: bool, device: torch.device, multiple_of: int = 1) -> int:
         """Last active stage under quantize dropout (same RNG use as vector-quantize-pytorch)."""
         if not enabled:
             return self.num_stages - 1
         seed_t = torch.randint(0, 10_000, (), device=device)
         if sync:
             ddp.all_reduce_sum_(seed_t)
-        return random.Random(int(seed_t.item())).randrange(cutoff, self.num_stages)
+        last = dropout_last_index(int(seed_t.item()), cutoff, self.num_stages, multiple_of)
+        return min(last, self.num_stages - 1)
 
     def quantize_seq(self, xs: Tensor, mask: Tensor | None, last_stage: int, group: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         """(B, N, D) -> quantized (B, N, D) in ``xs``'s dtype, indices (B, N, A), losses (A,).

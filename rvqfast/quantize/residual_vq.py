@@ -36,6 +36,7 @@ class ResidualVQ(QuantizerCore):
         quantize_dropout: in training, quantize through a random number of stages (the same
             for the whole batch); later stages get index ``-1`` and loss 0.
         quantize_dropout_cutoff_index: the first stage that may be the last one kept.
+        quantize_dropout_multiple_of: the number of stages kept is rounded up to a multiple of it.
         accept_image_fmap: inputs are (B, C, H, W); indices come out as (B, H, W, Q).
         channel_last: when False inputs are (B, D, N).
         decay, eps: EMA decay and Laplace-smoothing epsilon of the codebook update.
@@ -72,6 +73,7 @@ class ResidualVQ(QuantizerCore):
         heads: int = 1,
         quantize_dropout: bool | float = False,
         quantize_dropout_cutoff_index: int = 0,
+        quantize_dropout_multiple_of: int = 1,
         accept_image_fmap: bool = False,
         channel_last: bool = True,
         decay: float = 0.8,
@@ -136,6 +138,9 @@ class ResidualVQ(QuantizerCore):
         self.num_quantizers = num_quantizers
         self.quantize_dropout = bool(quantize_dropout) and num_quantizers > 1
         self.quantize_dropout_cutoff_index = quantize_dropout_cutoff_index
+        if isinstance(quantize_dropout_multiple_of, bool) or not isinstance(quantize_dropout_multiple_of, int) or quantize_dropout_multiple_of < 1:
+            raise ValueError(f"quantize_dropout_multiple_of must be a positive int, got {quantize_dropout_multiple_of!r}")
+        self.quantize_dropout_multiple_of = quantize_dropout_multiple_of
         self.accept_image_fmap = bool(accept_image_fmap)
         self.channel_last = bool(channel_last)
         self.project_in, self.project_out = projections(dim, cdim)
@@ -225,6 +230,7 @@ class ResidualVQ(QuantizerCore):
             self.quantize_dropout_cutoff_index,
             updates and self._sync_now(),
             device,
+            self.quantize_dropout_multiple_of,
         )
 
     def _quantize_group(self, h: Tensor, mask: Tensor | None, last: int, group: int) -> tuple[Tensor, Tensor, Tensor]:
