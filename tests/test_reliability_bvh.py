@@ -103,6 +103,9 @@ def test_too_long_motion_is_refused(tmp_path):
     p = write_bvh(tmp_path / "long.bvh", [MIXAMO[n] for n in JOINT_NAMES], _frames(51), frame_time=10)
     with pytest.raises(BVHError, match=r"long\.bvh: .*10001 frames at 20 fps.*at most 10000"):
         load_bvh(p)  # 500 s = 10001 frames at 20 fps
+    p = write_bvh(tmp_path / "longer.bvh", [MIXAMO[n] for n in JOINT_NAMES], _frames(60), frame_time=10)
+    with pytest.raises(BVHError, match=r"longer\.bvh:\d+: motion lasts 590.0 s .*at most 500 s"):
+        load_bvh(p)  # refused from the header, before the rows are read
 
 
 def test_caption_with_hash_and_newline_stays_one_caption(good, tmp_path):

@@ -50,7 +50,7 @@ _MAX_VALUE = 1e7             # |channel value| (file units or degrees); beyond i
 _INT_RE = re.compile(r"^[+]?\d+$")
 
 
-def parse_bvh(text: str, source: str = "<bvh>") -> BVH:
+def parse_bvh(text: str, source: str = "<bvh>", max_seconds: float | None = None) -> BVH:
     """Parse BVH text. Errors name ``source``, the line and the problem.
 
     The HIERARCHY is read token by token; the MOTION block row by row, each row checked to hold
@@ -58,14 +58,20 @@ def parse_bvh(text: str, source: str = "<bvh>") -> BVH:
     or extra value can never shift the columns of later frames.
     """
     lines = text.splitlines()
-    toks = [(w, i + 1) for i, line in enumerate(lines) for w in line.split()]
+    # Tokens are made line by line on demand, so the (possibly huge) MOTION block is never
+    # turned into per-token Python objects before it is read row by row.
+    toks: list[tuple[str, int]] = []
+    next_line = 0
     pos = 0
 
     def where() -> str:
         return f"{source}:{toks[pos - 1][1]}" if 0 < pos <= len(toks) else source
 
     def need() -> str:
-        nonlocal pos
+        nonlocal pos, next_line
+        while pos >= len(toks) and next_line < len(lines):
+            toks.extend((w, next_line + 1) for w in lines[next_line].split())
+            next_line += 1
         if pos >= len(toks):
             raise BVHError(f"{source}: unexpected end of file")
         pos += 1
@@ -85,7 +91,7 @@ def parse_bvh(text: str, source: str = "<bvh>") -> BVH:
             raise BVHError(f"{where()}: {what}: expected an integer in [0, {hi}], got {s!r}")
         return int(s)
 
-    if not toks or need().upper() != "HIERARCHY":
+    if need().upper() != "HIERARCHY":
         raise BVHError(f"{source}: expected 'HIERARCHY' at the start")
     names, parents, offsets, channels = [], [], [], []
     stack: list[int] = []
@@ -147,26 +153,62 @@ def parse_bvh(text: str, source: str = "<bvh>") -> BVH:
     frame_time = num(need())
     if not 1e-4 <= frame_time <= 10:
         raise BVHError(f"{where()}: Frame Time: expected seconds per frame in [0.0001, 10], got {frame_time}")
+    if pos != len(toks):
+        raise BVHError(f"{source}:{toks[pos][1]}: expected the first MOTION row on a new line after 'Frame Time:'")
+    if max_seconds is not None and (n_frames - 1) * frame_time > max_seconds:  # before reading the rows
+        raise BVHError(f"{where()}: motion lasts {(n_frames - 1) * frame_time:.1f} s ({n_frames} frames x "
+                       f"{frame_time} s); at most {max_seconds:g} s fit the loader: split the file")
     header_line = toks[pos - 1][1]
     n_ch = sum(len(c) for c in channels)
+    motion = _fast_rows(lines[header_line:], n_frames, n_ch)
+    if motion is None:  # something is off: find and name it row by row
+        motion = _checked_rows(lines, header_line, n_frames, n_ch, source)
+    bad = ~(np.isfinite(motion) & (np.abs(motion) <= _MAX_VALUE))
+    if bad.any():
+        r = int(np.argwhere(bad)[0][0])
+        lineno = [i for i, ln in enumerate(lines[header_line:], header_line + 1) if ln.strip()][r]
+        raise BVHError(f"{source}:{lineno}: frame {r} holds NaN, infinite or implausibly large "
+                       f"values (|v| > {_MAX_VALUE:g})")
+    return BVH(names, parents, np.array(offsets, dtype=np.float64).reshape(-1, 3), channels, motion, frame_time)
+
+
+def _fast_rows(body: list[str], n_frames: int, n_ch: int) -> np.ndarray | None:
+    """The MOTION block as (n_frames, n_ch) via numpy's C parser, or None when it does not parse
+    to exactly that shape (then :func:`_checked_rows` finds the row at fault)."""
+    import io
+    import warnings
+
+    if n_ch == 0:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = np.loadtxt(io.StringIO("\n".join(body)), dtype=np.float64, comments=None, ndmin=2)
+    except ValueError:
+        return None
+    return m if m.shape == (n_frames, n_ch) else None
+
+
+def _checked_rows(lines: list[str], header_line: int, n_frames: int, n_ch: int, source: str) -> np.ndarray:
     rows = [(i, ln.split()) for i, ln in enumerate(lines[header_line:], header_line + 1) if ln.strip()]
     if len(rows) != n_frames:
         raise BVHError(f"{source}: Frames: {n_frames}, but the MOTION block has {len(rows)} rows")
-    motion = np.empty((n_frames, n_ch))
+    flat: list[str] = []
     for r, (lineno, vals) in enumerate(rows):
         if len(vals) != n_ch:
             raise BVHError(f"{source}:{lineno}: frame {r} has {len(vals)} values; the HIERARCHY "
                            f"declares {n_ch} channels")
-        try:
-            motion[r] = [float(v) for v in vals]
-        except ValueError:
-            raise BVHError(f"{source}:{lineno}: non-numeric value in frame {r}") from None
-    bad = ~(np.isfinite(motion) & (np.abs(motion) <= _MAX_VALUE))
-    if bad.any():
-        r = int(np.argwhere(bad)[0][0])
-        raise BVHError(f"{source}:{rows[r][0]}: frame {r} holds NaN, infinite or implausibly large "
-                       f"values (|v| > {_MAX_VALUE:g})")
-    return BVH(names, parents, np.array(offsets, dtype=np.float64).reshape(-1, 3), channels, motion, frame_time)
+        flat += vals
+    try:  # one C-level conversion; the row loop above only counts
+        motion = np.array(flat, dtype=np.float64).reshape(n_frames, n_ch)
+    except ValueError:
+        for r, (lineno, vals) in enumerate(rows):
+            try:
+                [float(v) for v in vals]
+            except ValueError:
+                raise BVHError(f"{source}:{lineno}: non-numeric value in frame {r}") from None
+        raise BVHError(f"{source}: a MOTION value is not a plain decimal number") from None
+    return motion
 
 
 def _axis_rot(axis: str, deg: np.ndarray) -> np.ndarray:
@@ -294,6 +336,10 @@ def bvh_to_joints(bvh: BVH, *, scale: float | str = "auto", fps: int = FPS) -> n
     """(T, 22, 3) joints in metres at ``fps`` from a parsed BVH."""
     if scale != "auto":
         scale = check_scale(scale)
+    n_out = int(np.floor((bvh.motion.shape[0] - 1) * bvh.frame_time * fps + 1e-9)) + 1
+    if n_out > MAX_LENGTH:  # checked before the forward kinematics allocate per-frame matrices
+        raise BVHError(f"motion lasts {(bvh.motion.shape[0] - 1) * bvh.frame_time:.1f} s = {n_out} frames at "
+                       f"{fps} fps; the loader accepts at most {MAX_LENGTH} frames per motion: split the file")
     mapping, chain = map_to_smpl22(bvh)
     allpos = bvh_positions(bvh)
     out = np.zeros((allpos.shape[0], NUM_JOINTS, 3))
@@ -353,7 +399,7 @@ def load_bvh(path: str | Path, *, scale: float | str = "auto", fps: int = FPS) -
     except (OSError, UnicodeDecodeError) as e:
         raise BVHError(f"{path}: unreadable ({e})") from None
     try:
-        return bvh_to_joints(parse_bvh(text, str(path)), scale=scale, fps=fps)
+        return bvh_to_joints(parse_bvh(text, str(path), max_seconds=MAX_LENGTH / fps), scale=scale, fps=fps)
     except BVHError as e:
         msg = str(e)
         raise BVHError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
