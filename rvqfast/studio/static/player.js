@@ -7,15 +7,15 @@ const HEAD = 15;
 const UP = new THREE.Vector3(0, 1, 0);
 
 class Skeleton {
-  constructor(scene, parents, { color, opacity, jointColor }) {
+  constructor(scene, parents, { color, opacity, jointColor, thickness = 1 }) {
     this.parents = parents;
     const transparent = opacity < 1;
     const mat = (c) => new THREE.MeshStandardMaterial({
       color: c, roughness: 0.55, metalness: 0.05, transparent, opacity, depthWrite: !transparent,
     });
-    this.bones = new THREE.InstancedMesh(new THREE.CylinderGeometry(0.022, 0.022, 1, 10), mat(color), J - 1);
-    this.joints = new THREE.InstancedMesh(new THREE.SphereGeometry(0.032, 14, 10), mat(jointColor), J);
-    this.head = new THREE.Mesh(new THREE.SphereGeometry(0.085, 20, 14), mat(color));
+    this.bones = new THREE.InstancedMesh(new THREE.CylinderGeometry(0.022 * thickness, 0.022 * thickness, 1, 10), mat(color), J - 1);
+    this.joints = new THREE.InstancedMesh(new THREE.SphereGeometry(0.032 * thickness, 14, 10), mat(jointColor), J);
+    this.head = new THREE.Mesh(new THREE.SphereGeometry(0.085 * thickness, 20, 14), mat(color));
     for (const m of [this.bones, this.joints, this.head]) { m.frustumCulled = false; scene.add(m); }
     this.group = [this.bones, this.joints, this.head];
     this._m = new THREE.Matrix4();
@@ -88,7 +88,9 @@ export class Player {
     this.controls.update();
 
     this.edited = new Skeleton(scene, parents, { color: 0xf2a33a, jointColor: 0xfff1d6, opacity: 1 });
-    this.original = new Skeleton(scene, parents, { color: 0x8fb8ff, jointColor: 0xc9dcff, opacity: 0.42 });
+    this.original = new Skeleton(scene, parents, { color: 0x8fb8ff, jointColor: 0xc9dcff, opacity: 0.42, thickness: 0.75 });
+    // Thinner than the edited skeleton: where the two agree the ghost stays inside it (hidden by
+    // the depth test) and shows only where the edit moved the body.
     this.trail = new THREE.Line(new THREE.BufferGeometry(),
       new THREE.LineBasicMaterial({ color: 0xf2a33a, transparent: true, opacity: 0.8 }));
     this.trail.frustumCulled = false;
