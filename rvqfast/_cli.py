@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import Callable
 
-EXPECTED = (ValueError, OSError, RuntimeError, LookupError)
+EXPECTED = (ValueError, OSError, RuntimeError)
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
