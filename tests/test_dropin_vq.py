@@ -136,6 +136,12 @@ def test_vector_quantize_heads_and_orthogonal_match_vqp(kwargs):
     heads = kwargs.get("heads", 1)
     assert idx.shape == ((2, 40, heads) if heads > 1 else (2, 40))
     torch.testing.assert_close(ours.get_codes_from_indices(idx), theirs.get_codes_from_indices(idx))
+    ours.train(), theirs.train()
+    bt = theirs(x, return_loss_breakdown=True)[3]
+    bo = ours(x, return_loss_breakdown=True)[3]
+    assert type(bo).__name__ == "LossBreakdown" and bo._fields == bt._fields
+    for a, b in zip(bt, bo):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
     ours.eval(), theirs.eval()
     _, ce_t = theirs(x, indices=idx)
     _, ce_o = ours(x, indices=idx)

@@ -1,4 +1,8 @@
-"""Drop-in quantizer modules: ``VectorQuantize`` and ``ResidualVQ`` (vector-quantize-pytorch API).
+"""Drop-in quantizer modules with vector-quantize-pytorch's API: ``VectorQuantize``,
+``ResidualVQ``, ``GroupedResidualVQ`` and ``SimVQ``/``ResidualSimVQ`` on rvqfast's search kernels;
+``FSQ``/``ResidualFSQ``/``GroupedResidualFSQ`` and ``LFQ``/``ResidualLFQ``/``GroupedResidualLFQ``
+in plain PyTorch (no search). vector-quantize-pytorch names not provided raise an ImportError
+naming them (:data:`.compat.NOT_PROVIDED`).
 
 Switch with the import line only::
 

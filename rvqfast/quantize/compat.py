@@ -1,4 +1,5 @@
-"""Compatibility with vector-quantize-pytorch: keyword checks and state_dict conversion.
+"""Compatibility with vector-quantize-pytorch: which names rvqfast provides, keyword checks and
+state_dict conversion.
 
 vector-quantize-pytorch keeps one ``_codebook`` module per layer with a leading heads axis:
 ``layers.{q}._codebook.embed`` (1, K, D), ``.embed_avg`` (1, K, D), ``.cluster_size`` (1, K),

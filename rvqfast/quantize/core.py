@@ -1,4 +1,6 @@
-"""The quantizer engine shared by :class:`VectorQuantize` and :class:`ResidualVQ`.
+"""The quantizer engine shared by :class:`VectorQuantize`, :class:`ResidualVQ` and
+:class:`GroupedResidualVQ` (groups, and separate codebooks per head, are independent sets of
+stages whose codebooks sit side by side in the same tensors).
 
 Works on flat rows ``(M, D)``: searches through :mod:`rvqfast.ops` (``rvq_encode`` for the
 all-stages eval path, ``nearest_code`` per stage in training, where k-means init, EMA updates
@@ -6,9 +8,9 @@ and dead-code expiry happen between stages), EMA statistics through ``ops.ema_st
 gradients through one autograd node (:mod:`.grad`). The public modules only reshape.
 
 Buffers (our own state_dict layout; :mod:`.compat` converts vector-quantize-pytorch's):
-``embed`` (S, K, D) codes (an ``nn.Parameter`` when ``learnable_codebook``), ``embed_avg``
+``embed`` (S, K, D) codes (an ``nn.Parameter`` when learnable or orthogonally regularised), ``embed_avg``
 (S, K, D) and ``cluster_size`` (S, K) EMA statistics, ``initted`` (S,) bool; S is the number of
-distinct codebooks (1 when shared).
+distinct codebooks: groups x stages, or one per group when the stages share a codebook.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Single-codebook vector quantization, a drop-in for ``vector_quantize_pytorch.VectorQuantize``."""
 from __future__ import annotations
 
+from collections import namedtuple
 from typing import Any
 
 import torch
@@ -11,6 +12,10 @@ from .compat import reject_kwargs
 from .core import QuantizerCore
 from .regularizers import check_orthogonal, orthogonal_reg
 from .frontend import check_mask, code_logits, core_options, indices_layout, output_layout, projections, to_sequence
+
+
+# vector-quantize-pytorch's loss breakdown (field names and order).
+LossBreakdown = namedtuple("LossBreakdown", ["commitment", "codebook_diversity", "orthogonal_reg", "inplace_optimize"])
 
 
 class VectorQuantize(QuantizerCore):
@@ -162,9 +167,12 @@ class VectorQuantize(QuantizerCore):
         lens: Tensor | None = None,
         sample_codebook_temp: float | None = None,
         freeze_codebook: bool | None = None,
+        return_loss_breakdown: bool = False,
     ):
         """Quantize ``x``. With ``indices`` given, returns ``(quantized, cross_entropy)`` of the
-        ``-distance`` logits against those indices (``-1`` ignored), as vector-quantize-pytorch."""
+        ``-distance`` logits against those indices (``-1`` ignored), as vector-quantize-pytorch.
+        ``return_loss_breakdown`` appends :data:`LossBreakdown` (commitment, codebook diversity
+        (always 0 here), orthogonal regularisation, in-place optimisation (always 0 here))."""
         if lens is not None:
             if mask is not None:
                 raise ValueError("pass mask or lens, not both")
@@ -182,14 +190,23 @@ class VectorQuantize(QuantizerCore):
         idx = indices_layout(idx, layout)
         if indices is not None:
             return q, self._ce_loss(h, indices, mask)
-        if not self.training:
-            loss = torch.zeros((), device=x.device)
-        elif self.orthogonal_reg_weight > 0:
-            loss = loss + self.orthogonal_reg_weight * orthogonal_reg(
+        zero = torch.zeros((), device=x.device)
+        commit = loss if self.training else zero
+        ortho = zero
+        if self.training and self.orthogonal_reg_weight > 0:
+            ortho = orthogonal_reg(
                 self.embed, idx, active_codes_only=self.orthogonal_reg_active_codes_only,
                 max_codes=self.orthogonal_reg_max_codes,
             )
-        return q, idx, loss
+            loss = loss + self.orthogonal_reg_weight * ortho
+        elif not self.training:
+            loss = zero
+        if not return_loss_breakdown:
+            return q, idx, loss
+        # Commitment unweighted, as upstream reports it.
+        if self.training and self.commitment_weight > 0:
+            commit = commit / self.commitment_weight
+        return q, idx, loss, LossBreakdown(commit, zero, ortho, zero)
 
     def _quantize_heads(self, h: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(B, N, H*codebook_dim) -> quantized (same shape), indices (B, N) or (B, N, H), loss."""
