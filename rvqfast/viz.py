@@ -24,12 +24,13 @@ def _to_plot(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return p[..., 0], -p[..., 2], p[..., 1]
 
 
-def _setup_panel(ax, m: np.ndarray, title: str | None):
-    """Fit one 3-D panel to the motion: equal scale, box = the motion's extent plus a margin,
-    floor with a 0.5 m grid, root path, no axis furniture. Returns (chain lines, head marker)."""
+def _setup_panel(ax, m: np.ndarray, title: str | None, bounds: tuple[np.ndarray, np.ndarray] | None = None):
+    """Fit one 3-D panel to the motion: equal scale, box = the motion's extent (or ``bounds``, the
+    (lo, hi) corners shared by side-by-side panels) plus a margin, floor with a 0.5 m grid, root
+    path, no axis furniture. Returns (chain lines, head marker)."""
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    lo, hi = m.min((0, 1)), m.max((0, 1))
+    lo, hi = bounds if bounds is not None else (m.min((0, 1)), m.max((0, 1)))
     centre = (lo + hi) / 2
     half = np.maximum((hi - lo)[[0, 2]] / 2 + _MARGIN, _MIN_SIDE / 2)
     x0, x1 = centre[0] - half[0], centre[0] + half[0]
@@ -110,9 +111,11 @@ def render_motion(joints: np.ndarray | Sequence[np.ndarray], path: str | Path, *
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=1.0 - 0.3 * text_h / (size + text_h), wspace=0.0)
     canvas = FigureCanvasAgg(fig)
     artists = []
+    # One box for all panels, so side-by-side motions are drawn at the same place and scale.
+    bounds = (np.min([m[:t_len].min((0, 1)) for m in motions], 0), np.max([m[:t_len].max((0, 1)) for m in motions], 0))
     for k, m in enumerate(motions):
         ax = fig.add_subplot(1, n, k + 1, projection="3d")
-        lines, head = _setup_panel(ax, m[:t_len], None if titles is None else str(titles[k]))
+        lines, head = _setup_panel(ax, m[:t_len], None if titles is None else str(titles[k]), bounds)
         artists.append((lines, head))
     if caption:
         fig.text(0.5, 0.98, "\n".join(textwrap.wrap(caption, 60 * n)), ha="center", va="top", fontsize=8)

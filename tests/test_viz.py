@@ -60,3 +60,20 @@ def test_figure_fills_the_frame(tmp_path):
     # The head marker's fill colour is drawn.
     head = (np.abs(frame - np.array([0xff, 0xd8, 0xa8])).sum(-1) < 40).sum()
     assert head > 10
+
+
+def test_side_by_side_panels_share_one_box(tmp_path, monkeypatch):
+    import rvqfast.viz as viz
+    seen = []
+    real = viz._setup_panel
+
+    def spy(ax, m, title, bounds=None):
+        out = real(ax, m, title, bounds)
+        seen.append((ax.get_xlim(), ax.get_ylim(), ax.get_zlim()))
+        return out
+
+    monkeypatch.setattr(viz, "_setup_panel", spy)
+    j = generate_motion(0, 1).joints[:8]
+    viz.render_motion([j, j + np.array([2.0, 0.0, 0.0])], tmp_path / "m.gif")
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert seen[0][0][1] >= j[..., 0].max() + 2.0  # the shifted motion fits in both
