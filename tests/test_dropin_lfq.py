@@ -5,27 +5,16 @@ import pytest
 import torch
 
 import rvqfast
+from dropin_parity import same_forward
 from rvqfast.quantize import LFQ, GroupedResidualLFQ, ResidualLFQ
 
 vqp = pytest.importorskip("vector_quantize_pytorch")
 
 
 def _same(theirs, ours, x, *, train=True, seed=0, **fwd):
-    ours.load_state_dict(theirs.state_dict(), strict=True)
-    theirs.train(train), ours.train(train)
-    xt, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
-    torch.manual_seed(seed)
-    rt = theirs(xt, **fwd)
-    torch.manual_seed(seed)
-    ro = ours(xo, **fwd)
-    for a, b in zip(rt, ro):
-        assert a.shape == b.shape and a.dtype == b.dtype
-        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)
-    if train:
-        (rt[0].square().mean() + rt[2].sum()).backward()
-        (ro[0].square().mean() + ro[2].sum()).backward()
-        torch.testing.assert_close(xo.grad, xt.grad, rtol=1e-4, atol=1e-6)
-    return rt, ro
+    theirs.train(train)
+    loss = (lambda r: r[0].square().mean() + r[2].sum()) if train else None
+    return same_forward(theirs, ours, x, loss_of=loss, seed=seed, **fwd)
 
 
 @pytest.mark.parametrize(
