@@ -187,3 +187,24 @@ def test_residual_vq_dropout_multiple_of_matches_vqp():
         assert torch.equal(it, io)
         kept.add(int((io[0, 0] >= 0).sum()))
     assert kept <= {4, 6} and len(kept) == 2  # multiples of 4 stages, capped at 6
+
+
+def test_grouped_and_multi_head_state_dicts_convert_back_to_vqp():
+    from rvqfast.quantize import to_vector_quantize_pytorch
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 16)
+    for shared in (False, True):
+        kw = dict(dim=16, groups=2, num_quantizers=3, codebook_size=8, codebook_dim=4, shared_codebook=shared)
+        ours = GroupedResidualVQ(**kw)
+        ours(x)  # one training step: codebooks move off their init
+        back = vqp.GroupedResidualVQ(**kw)
+        back.load_state_dict(to_vector_quantize_pytorch(
+            ours.state_dict(), residual=True, num_quantizers=3, shared=shared, groups=2), strict=True)
+        assert torch.equal(back.eval()(x)[1], ours.eval()(x)[1])
+    kw = dict(dim=16, codebook_size=8, heads=4, separate_codebook_per_head=True, codebook_dim=4)
+    ours = VectorQuantize(**kw)
+    ours(x)
+    back = vqp.VectorQuantize(**kw)
+    back.load_state_dict(to_vector_quantize_pytorch(ours.state_dict(), residual=False, separate_heads=4), strict=True)
+    assert torch.equal(back.eval()(x)[1], ours.eval()(x)[1])

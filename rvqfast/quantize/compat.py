@@ -183,24 +183,39 @@ def from_vector_quantize_pytorch(state: dict, prefix: str, num_slots: int, num_g
         state[prefix + field] = torch.stack(vals)
 
 
-def to_vector_quantize_pytorch(state: Mapping[str, Tensor], *, residual: bool, num_quantizers: int = 1, shared: bool = False) -> dict:
+def to_vector_quantize_pytorch(
+    state: Mapping[str, Tensor], *, residual: bool, num_quantizers: int = 1, shared: bool = False,
+    groups: int = 1, separate_heads: int = 1,
+) -> dict:
     """Convert an rvqfast ``state_dict`` into vector-quantize-pytorch's layout.
 
     Args:
-        state: ``ResidualVQ.state_dict()`` or ``VectorQuantize.state_dict()`` from rvqfast.
-        residual: True for a ``ResidualVQ`` target (``layers.{q}._codebook.*``), False for
-            ``VectorQuantize`` (``_codebook.*``).
-        num_quantizers: number of layers of the target ``ResidualVQ``.
-        shared: the codebook is shared by all layers (saved once in ``state``).
+        state: ``state_dict()`` of an rvqfast ``VectorQuantize``, ``ResidualVQ`` or
+            ``GroupedResidualVQ``.
+        residual: True for a ``ResidualVQ`` / ``GroupedResidualVQ`` target
+            (``[rvqs.{g}.]layers.{q}._codebook.*``), False for ``VectorQuantize`` (``_codebook.*``).
+        num_quantizers: number of layers of the target (per group).
+        shared: the codebook is shared by all layers (saved once per group in ``state``).
+        groups: number of groups of a ``GroupedResidualVQ`` target (``rvqs.{g}.*``).
+        separate_heads: heads of a ``VectorQuantize(separate_codebook_per_head=True)`` target
+            (one (H, K, D) codebook tensor there).
     """
-    out = {k: v for k, v in state.items() if k not in ("embed", "embed_avg", "cluster_size", "initted")}
-    for field in ("embed", "embed_avg", "cluster_size", "initted"):
+    fields = ("embed", "embed_avg", "cluster_size", "initted")
+    out = {k: v for k, v in state.items() if k not in fields}
+    for field in fields:
         if field not in state:
             raise ValueError(f"state_dict lacks {field!r}: not an rvqfast quantizer state_dict")
-        t = state[field]
-        n = num_quantizers if residual else 1
-        for q in range(n):
-            v = t[0 if shared else q]
-            v = v.clone() if field == "initted" else v.unsqueeze(0).clone()
-            out[f"layers.{q}._codebook.{field}" if residual else f"_codebook.{field}"] = v
+    if not residual:
+        for field in fields:
+            t = state[field]
+            out[f"_codebook.{field}"] = t.all().clone() if field == "initted" else t[:separate_heads].clone()
+        return out
+    per_group = 1 if shared else num_quantizers
+    for g in range(groups):
+        prefix = f"rvqs.{g}." if groups > 1 else ""
+        for q in range(num_quantizers):
+            slot = g * per_group + (0 if shared else q)
+            for field in fields:
+                v = state[field][slot]
+                out[f"{prefix}layers.{q}._codebook.{field}"] = v.clone() if field == "initted" else v.unsqueeze(0).clone()
     return out
