@@ -120,3 +120,29 @@ def test_fuzz_rvq_rows(data):
     if (~bad).any():
         ref_i, _ = rvq_encode(torch.from_numpy(x[~bad]), cb, precision="exact")
         np.testing.assert_array_equal(idx[~bad], ref_i.numpy())
+
+
+@settings(max_examples=fuzz_examples(20))
+@given(data=st.data())
+def test_fuzz_export_manifest(tmp_path_factory, data):
+    """A damaged manifest.json: the wrapper refuses it naming the file, or works as before."""
+    import json
+    import shutil
+
+    from reliability_support import mutate_bytes, mutate_json
+
+    _, out, _ = _exported(tmp_path_factory, False)
+    d = shutil.copytree(out, tmp_path_factory.mktemp("man") / "e")
+    m = d / "manifest.json"
+    if data.draw(st.booleans(), label="as_json"):
+        m.write_text(json.dumps(mutate_json(data, json.loads(m.read_text()))))
+    else:
+        m.write_bytes(mutate_bytes(data, m.read_bytes()))
+    x = _features(1, 8).numpy()
+    try:
+        with time_limit(30):
+            rt = OnnxMotionTokenizer(d)
+            rt.decode(*rt.encode(x))
+    except (ValueError, RuntimeError, OSError) as e:
+        assert "manifest.json" in str(e) or "categories" in str(e) or "indices" in str(e) \
+            or "features" in str(e) or "graph" in str(e), str(e)

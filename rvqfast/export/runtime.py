@@ -45,14 +45,24 @@ class OnnxMotionTokenizer:
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"export_dir: {mpath} is not an rvqfast export manifest")
         self.manifest: dict[str, Any] = manifest
-        motion = manifest["motion"]
-        self.unit = int(motion["frames_per_token"])
-        self.num_quantizers = int(motion["num_quantizers"])
-        self.codebook_size = int(motion["codebook_size"])
-        self.slot_sizes = np.asarray(motion["posecode_slot_sizes"], dtype=np.int64)
-        self.uses_posecodes = motion["model"] in ("posecode", "posecode_rvq")
-        self.uses_rvq = motion["model"] in ("posecode_rvq", "rvq")
-        self.index_dtype = np.int32 if manifest["int32_indices"] else np.int64
+        try:
+            motion = manifest["motion"]
+            self.unit = int(motion["frames_per_token"])
+            self.num_quantizers = int(motion["num_quantizers"])
+            self.codebook_size = int(motion["codebook_size"])
+            self.slot_sizes = np.asarray(motion["posecode_slot_sizes"], dtype=np.int64).reshape(-1)
+            self.uses_posecodes = motion["model"] in ("posecode", "posecode_rvq")
+            self.uses_rvq = motion["model"] in ("posecode_rvq", "rvq")
+            self.index_dtype = np.int32 if manifest["int32_indices"] else np.int64
+            graphs = manifest["graphs"]
+            if not isinstance(graphs, dict) or not all(
+                    isinstance(g, dict) and isinstance(g.get("file"), str) and "/" not in g["file"]
+                    and "\\" not in g["file"] and g["file"] not in (".", "..") for g in graphs.values()):
+                raise ValueError("'graphs' must map names to entries with a plain 'file' name")
+            if self.unit < 1 or self.num_quantizers < 0 or self.codebook_size < 1:
+                raise ValueError("frames_per_token, num_quantizers, codebook_size out of range")
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
+            raise ValueError(f"export_dir: {mpath} is damaged ({type(e).__name__}: {e})") from None
         self._sessions: dict[str, Any] = {}
         self._threads, self._providers = threads, providers
 
