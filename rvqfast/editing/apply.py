@@ -158,7 +158,7 @@ def _decode(tok, cats: torch.Tensor, idx: torch.Tensor, n_quantizers) -> torch.T
 def edit(tokenizer, features, set: dict[str, str] | list[str], frames=None, *,  # noqa: A002
          residual: str = "requantize", blend: int = DEFAULT_BLEND_FRAMES,
          n_quantizers: int | None = None, seen: dict[str, list[str]] | None = None,
-         strict: bool = True, solver_iters: int = 150, seed: int = 0, measure: bool = True,
+         strict: bool = True, solver_iters: int = 100, seed: int = 0, measure: bool = True,
          refine: int = 2, requantize: bool | None = None) -> EditResult:
     """Edit pose codes of one motion (RAW features (T, 263), T a multiple of 4).
 
@@ -177,7 +177,7 @@ def edit(tokenizer, features, set: dict[str, str] | list[str], frames=None, *,  
 def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames: list | None = None, *,  # noqa: A002
               residual: str = "requantize", blend: int = DEFAULT_BLEND_FRAMES,
               n_quantizers: int | None = None, seen: dict[str, list[str]] | None = None,
-              strict: bool = True, solver_iters: int = 150, seed: int = 0, measure: bool = True,
+              strict: bool = True, solver_iters: int = 100, seed: int = 0, measure: bool = True,
               refine: int = 2, requantize: bool | None = None, method: str = "solver",
               bank: np.ndarray | None = None) -> list[EditResult]:
     """:func:`edit` for several motions with one request; the joint-space solve runs once

@@ -32,9 +32,14 @@ def local_joints(raw: Tensor) -> Tensor:
     return torch.cat([root.unsqueeze(-2), ric], dim=-2)
 
 
-def posecode_consistency_loss(model, x_norm: Tensor, y_norm: Tensor, margin: float = POSECODE_MARGIN) -> Tensor:
+POSECODE_STRIDE = 2  # every 2nd frame: half the cost, and neighbouring frames are near-identical
+
+
+def posecode_consistency_loss(model, x_norm: Tensor, y_norm: Tensor, margin: float = POSECODE_MARGIN,
+                              stride: int = POSECODE_STRIDE) -> Tensor:
     """Mean bin violation of the decoded pose codes against the input's (both NORMALISED
-    features (B, T, 263); ``model`` supplies ``denormalize``)."""
+    features (B, T, 263); ``model`` supplies ``denormalize``), on every ``stride``-th frame."""
+    x_norm, y_norm = x_norm[:, ::stride], y_norm[:, ::stride]
     with torch.no_grad():
         target = values_to_indices(slot_values(local_joints(model.denormalize(x_norm))))
     values = slot_values(local_joints(model.denormalize(y_norm)))
