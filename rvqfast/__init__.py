@@ -2,7 +2,10 @@
 
 Drop-in for vector-quantize-pytorch — change the import line only::
 
-    from rvqfast import ResidualVQ, VectorQuantize
+    from rvqfast import ResidualVQ, VectorQuantize, GroupedResidualVQ, FSQ, LFQ, SimVQ  # ...
+
+(the full list, and the vector-quantize-pytorch names not provided, are in
+:mod:`rvqfast.quantize.compat`).
 
 Kernels live behind the ops in :mod:`rvqfast.ops` (one ``torch.library`` schema each, see
 ``rvqfast/_ops.py``); :func:`available_backends` tells which are built here.
