@@ -92,7 +92,7 @@ class GroupedResidualVQ(ResidualVQ):
         chunks = xs.chunk(self.groups, dim=-1)
         saved = self.set_forward_options(sample_codebook_temp, freeze_codebook)
         try:
-            if indices is not None:
+            if indices is not None and len(indices) > 0:
                 parts = [
                     self._forward_ce(self.rvqs[g].project_in(c), i, mask, g, self.rvqs[g].project_out)
                     for g, (c, i) in enumerate(zip(chunks, self._check_group_indices(indices)))
