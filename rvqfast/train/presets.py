@@ -4,7 +4,8 @@
   300k steps, warm-up 1000, lr x0.05 at 200k, width 512, 6 x 512 codes x 512 dims).
 * ``default``: sized for the embedded synthetic dataset on a laptop-class CPU: a narrower
   network (width/code dim 128, 6 x 256 codes) and a higher learning rate, so a useful model
-  trains in minutes on 2 cores.
+  trains in minutes on 2 cores; with the pose-code consistency loss and limb-splice augmentation
+  that make edits take effect.
 * ``quick``: a smoke run (seconds to a minute) to check an installation.
 """
 from __future__ import annotations
@@ -23,6 +24,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "warmup_steps": 100, "lr_milestones": [2250], "lr_gamma": 0.2,
         "val_every": 500, "ckpt_every": 500, "log_every": 10,
         "width": 128, "code_dim": 128, "num_quantizers": 6, "codebook_size": 256,
+        # A decoder that obeys its pose codes (issue 12): soft pose-code consistency loss on the
+        # decoded joints and limb-spliced training motions (rvqfast.train.losses / .splice).
+        "posecode_loss_weight": 0.5, "splice_fraction": 0.5,
     },
     "quick": {
         "lr": 1e-3, "betas": [0.9, 0.99], "batch_size": 16, "window": 64, "steps": 100,
