@@ -40,6 +40,31 @@ def test_roundtrip_within_1mm(tmp_path, index):
     assert np.abs(load_bvh(export_bvh(j2, tmp_path / "f.bvh")) - j2).max() < 1e-3
 
 
+def test_import_bvh_cli_path_reads_back_within_1mm(tmp_path):
+    """``import-bvh`` retargets to the canonical skeleton and places the motion canonically; the
+    dataset's motions already are, so the folder it writes holds the exported joints."""
+    from rvqfast.data.bvh import import_bvh
+    joints = generate_motion(0, 5).joints
+    import_bvh([export_bvh(joints, tmp_path / "m.bvh")], tmp_path / "out")
+    back = np.load(tmp_path / "out" / "new_joints" / "m.npy")
+    assert back.shape[0] >= joints.shape[0] - 1
+    assert np.abs(back - joints[: back.shape[0]]).max() < 1e-3
+
+
+def test_skeleton_choice_for_other_proportions(tmp_path):
+    """A rigid motion on a bigger body: exact with its own proportions; on the canonical rig the
+    difference is reported."""
+    joints = generate_motion(0, 2).joints
+    big = joints[:, :1] + (joints - joints[:, :1]) * 1.15  # every bone 15% longer, same root path
+    _, err_motion = joints_to_bvh(big, skeleton="motion")
+    _, err_canon = joints_to_bvh(big, skeleton="canonical")
+    assert err_motion < 1e-9 and err_canon > 0.02
+    back = load_bvh(export_bvh(big, tmp_path / "big.bvh", skeleton="motion"))
+    assert np.abs(back - big).max() < 1e-3
+    with pytest.raises(ValueError, match="skeleton"):
+        joints_to_bvh(big, skeleton="tall")
+
+
 def test_arbitrary_rigid_motion_and_gimbal_cases():
     """A rigid skeleton in random (also near-gimbal) global orientations is reproduced exactly."""
     rng = np.random.default_rng(1)
@@ -118,6 +143,11 @@ def test_cli_export_bvh_joints_and_features(tmp_path):
     r = _cli("export-bvh", str(tmp_path / "f.npy"), "--out", str(tmp_path / "f.bvh"))
     assert r.returncode == 0, r.stderr
     assert np.abs(load_bvh(tmp_path / "f.bvh") - features_to_joints(feats)).max() < 1e-3
+    big = joints[:, :1] + (joints - joints[:, :1]) * 1.15
+    np.save(tmp_path / "big.npy", big)
+    r = _cli("export-bvh", str(tmp_path / "big.npy"), "--out", str(tmp_path / "big.bvh"), "--keep-proportions")
+    assert r.returncode == 0 and "own proportions" in r.stdout, r.stderr
+    assert np.abs(load_bvh(tmp_path / "big.bvh") - big).max() < 1e-3
     np.save(tmp_path / "bad.npy", np.zeros((4, 7)))
     r = _cli("export-bvh", str(tmp_path / "bad.npy"), "--out", str(tmp_path / "b.bvh"))
     assert r.returncode == 2 and "bad.npy" in r.stderr and "(T, 22, 3)" in r.stderr

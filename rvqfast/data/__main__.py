@@ -100,13 +100,14 @@ def _export_bvh(args) -> int:
             joints = features_to_joints(load_array(src, "(T, 263) features", (263,)).astype(np.float64))
         else:
             joints = load_array(src, "(T, 22, 3) joints or (T, 263) features", (22, 3)).astype(np.float64)
-        text, err = joints_to_bvh(joints, fps=args.fps)
+        text, err = joints_to_bvh(joints, fps=args.fps, skeleton="motion" if args.keep_proportions else "canonical")
     except (DatasetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, text)
-    print(f"wrote {out}: {joints.shape[0]} frames at {args.fps} fps, centimetres, Y up; "
+    rig = "the motion's own proportions" if args.keep_proportions else "the canonical skeleton"
+    print(f"wrote {out}: {joints.shape[0]} frames at {args.fps} fps, centimetres, Y up, {rig}; "
           f"largest joint deviation of the fitted skeleton {err * 1000:.3f} mm")
     return 0
 
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("file")
     e.add_argument("--out", required=True, help="output .bvh file")
     e.add_argument("--fps", type=int, default=20)
+    e.add_argument("--keep-proportions", action="store_true",
+                   help="use the motion's own bone lengths instead of the canonical t2m skeleton")
     args = p.parse_args(argv)
     if args.cmd == "export-bvh":
         return _export_bvh(args)

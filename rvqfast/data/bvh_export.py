@@ -7,16 +7,19 @@ MotionBuilder, Maya) read: centimetres, Y up, facing +Z in the rest pose, the ro
 order). Joint names are the common mocap ones (Hips, LeftUpLeg, ..., LeftHand), which
 :func:`rvqfast.data.bvh.load_bvh` and most retargeting tools map automatically.
 
-How the skeleton is fitted: each bone's length is the motion's median length for that bone; its
-rest direction is the canonical rest pose's (:data:`~rvqfast.motion.skeleton.REST_OFFSETS`),
-except at the two joints with several children (pelvis and spine3), whose children keep the
-motion's own frame-0 layout (turned upright) so that one rotation can place all of them. Each
-joint's global rotation is then solved per frame: by orthogonal Procrustes (Kabsch) on the
-children at a branching joint, otherwise as the smallest rotation that turns the parent's frame
-onto the bone (no added twist). On a rigid motion (constant bone lengths, as the dataset's and
-imported motions have) the BVH reproduces every joint position to float precision; on a
-non-rigid one (a decoder's raw output) the bone-length noise remains, and
-:func:`joints_to_bvh` reports the largest deviation.
+The skeleton: by default (``skeleton="canonical"``) the bone lengths of the canonical t2m
+skeleton (:data:`~rvqfast.motion.skeleton.REST_OFFSETS`) -- the lengths the datasets and
+``import-bvh`` (:func:`rvqfast.motion.retarget.retarget`) give every motion, so all exports share
+one set of bones. With ``skeleton="motion"`` the bones take the motion's own median lengths.
+Rest directions are the canonical rest pose's, except for the children of the two branching
+joints (pelvis, spine3), which keep the motion's frame-0 layout turned upright, so that one
+rotation can place all of them. Each joint's
+global rotation is then solved per frame: by orthogonal Procrustes (Kabsch) on the children at a
+branching joint, otherwise as the smallest rotation that turns the parent's frame onto the bone
+(no added twist). When the motion is rigid on that skeleton (the dataset's motions and
+retargeted imports on the canonical one; any rigid motion with ``"motion"``) the BVH reproduces
+every joint position to float precision; otherwise (a decoder's raw output, whose bone lengths
+wobble) the difference remains and :func:`joints_to_bvh` reports the largest deviation.
 """
 from __future__ import annotations
 
@@ -92,21 +95,37 @@ def _euler_zyx_deg(r: np.ndarray) -> np.ndarray:
     return np.degrees(np.stack([z, y, x], -1))
 
 
-def fit_skeleton(joints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rest offsets (22, 3) in metres and global joint rotations (T, 22, 3, 3) for ``joints``."""
-    t = joints.shape[0]
-    bone = joints[:, 1:] - joints[:, PARENTS[1:]]
-    lengths = np.concatenate([[0.0], np.median(np.linalg.norm(bone, axis=-1), axis=0)])
+SKELETONS = ("canonical", "motion")
+
+
+def _rest_offsets(joints: np.ndarray, skeleton: str) -> np.ndarray:
+    """Rest offsets (22, 3): bone lengths from the skeleton choice, directions from the canonical
+    rest pose, except the children of the branching joints (see the module docstring)."""
+    if skeleton == "motion":
+        bone = joints[:, 1:] - joints[:, PARENTS[1:]]
+        lengths = np.concatenate([[0.0], np.median(np.linalg.norm(bone, axis=-1), axis=0)])
+    else:
+        lengths = np.linalg.norm(REST_OFFSETS, axis=-1)
     offsets = _unit(REST_OFFSETS) * lengths[:, None]
-    offsets[0] = 0.0
     for j in range(NUM_JOINTS):
         kids = _CHILDREN[j]
         if len(kids) > 1:
-            # Frame-0 layout of the children, turned to face +Z and then onto the canonical
-            # directions as closely as a rotation can: upright, and exactly the motion's shape.
-            v0 = joints[0, kids] - joints[0, j]
+            # The children's frame-0 directions (bones set to the chosen lengths), turned onto the
+            # canonical directions as closely as a rotation can: upright, in the motion's layout.
+            v0 = _unit(joints[0, kids] - joints[0, j]) * lengths[kids, None]
             r = _kabsch(v0, (_unit(REST_OFFSETS[kids]) * lengths[kids, None])[None])[0]
             offsets[kids] = v0 @ r.T
+    offsets[0] = 0.0
+    return offsets
+
+
+def fit_skeleton(joints: np.ndarray, skeleton: str = "canonical") -> tuple[np.ndarray, np.ndarray]:
+    """Rest offsets (22, 3) in metres and global joint rotations (T, 22, 3, 3) for ``joints``
+    on the ``"canonical"`` skeleton or one with the ``"motion"``'s own proportions."""
+    if skeleton not in SKELETONS:
+        raise ValueError(f"skeleton: expected one of {SKELETONS}, got {skeleton!r}")
+    t = joints.shape[0]
+    offsets = _rest_offsets(joints, skeleton)
     glob = np.tile(np.eye(3), (t, NUM_JOINTS, 1, 1))
     for j in _dfs_order():
         kids = _CHILDREN[j]
@@ -132,13 +151,13 @@ def forward_kinematics(root: np.ndarray, offsets: np.ndarray, glob: np.ndarray) 
     return pos
 
 
-def joints_to_bvh(joints: np.ndarray, *, fps: int = FPS) -> tuple[str, float]:
+def joints_to_bvh(joints: np.ndarray, *, fps: int = FPS, skeleton: str = "canonical") -> tuple[str, float]:
     """BVH text (centimetres) for ``joints`` (T, 22, 3) in metres, and the largest distance
     (metres) between an input joint and the same joint of the written skeleton."""
     joints = check_joints(joints, "joints")
     if isinstance(fps, bool) or not isinstance(fps, int) or fps < 1:
         raise ValueError(f"fps: expected a positive integer, got {fps!r}")
-    offsets, glob = fit_skeleton(joints)
+    offsets, glob = fit_skeleton(joints, skeleton)
     err = float(np.linalg.norm(forward_kinematics(joints[:, 0], offsets, glob) - joints, axis=-1).max())
     local = glob.copy()
     for j in range(1, NUM_JOINTS):
@@ -174,18 +193,19 @@ def joints_to_bvh(joints: np.ndarray, *, fps: int = FPS) -> tuple[str, float]:
     return "\n".join(lines) + "\n", err
 
 
-def export_bvh(joints: np.ndarray, path: str | Path, *, fps: int = FPS) -> Path:
+def export_bvh(joints: np.ndarray, path: str | Path, *, fps: int = FPS, skeleton: str = "canonical") -> Path:
     """Write ``joints`` (T, 22, 3), metres, Y up, as a BVH file at ``path`` (centimetres).
 
-    See the module docstring for the skeleton and channel layout. The file is written atomically.
-    Returns the path.
+    ``skeleton``: ``"canonical"`` (the t2m rig every dataset motion uses) or ``"motion"`` (the
+    motion's own bone lengths). See the module docstring for the fit and the channel layout. The
+    file is written atomically. Returns the path.
     """
     path = Path(path)
     if path.suffix.lower() != ".bvh":
         raise ValueError(f"path: expected a file name ending in .bvh, got {path.name!r}")
-    text, _ = joints_to_bvh(joints, fps=fps)
+    text, _ = joints_to_bvh(joints, fps=fps, skeleton=skeleton)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, text)
 
 
-__all__ = ["BVH_JOINT_NAMES", "export_bvh", "fit_skeleton", "forward_kinematics", "joints_to_bvh"]
+__all__ = ["BVH_JOINT_NAMES", "SKELETONS", "export_bvh", "fit_skeleton", "forward_kinematics", "joints_to_bvh"]
