@@ -21,6 +21,7 @@ from rvqfast.data import write_dataset_atomically
 from rvqfast.data.bvh import bvh_to_joints, load_bvh, parse_bvh
 from rvqfast.data.bvh_export import joints_to_bvh
 from rvqfast.motion.features import features_to_joints, joints_to_features
+from rvqfast.motion.retarget import retarget
 from rvqfast.studio import build_state, make_server
 from rvqfast.studio.headless import Browser, find_chromium
 from rvqfast.studio.library import MAX_UPLOAD_BYTES
@@ -175,7 +176,7 @@ def test_upload_valid_bvh_and_export_endpoint(studio, run_and_data):
     assert status == 200, body
     up = json.loads(body)
     detail = state.library.detail(up["id"])
-    expect = features_to_joints(joints_to_features(bvh_to_joints(parse_bvh(text))))
+    expect = features_to_joints(joints_to_features(retarget(bvh_to_joints(parse_bvh(text)))))
     got = np.asarray(detail["joints"]).reshape(-1, 22, 3)
     assert np.abs(got - expect[: len(got)]).max() < 1e-4
     payload = json.dumps({"joints": joints.reshape(-1).tolist(), "fps": 20}).encode()
@@ -367,7 +368,7 @@ def test_exports_and_bvh_roundtrip_through_upload(page, tmp_path):
                " && window.__studio.motionId().startsWith('upload/')", timeout=60)
     b.wait_for("document.getElementById('upload-message').className.includes('ok')", timeout=30)
     shown = np.asarray(b.evaluate("window.__studio.datasetJoints()")).reshape(-1, 22, 3)
-    expect = features_to_joints(joints_to_features(back))
+    expect = features_to_joints(joints_to_features(retarget(back)))
     assert np.abs(shown - expect[: len(shown)]).max() < 1e-3
 
 

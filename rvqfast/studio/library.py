@@ -12,6 +12,7 @@ import torch
 from rvqfast.data.bvh import BVHError, bvh_to_joints, parse_bvh
 from rvqfast.data.humanml3d import SPLITS, HumanML3D
 from rvqfast.motion.features import features_to_joints, joints_to_features
+from rvqfast.motion.retarget import retarget
 from rvqfast.motion.skeleton import FPS
 
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -71,7 +72,8 @@ class Library:
         return added
 
     def add_upload(self, data: bytes, filename: str) -> Motion:
-        """Parse an uploaded BVH with the library's BVH parser; raises :class:`UploadError`."""
+        """Parse an uploaded BVH with the library's BVH parser and retarget it to the canonical
+        skeleton (as ``import-bvh`` does); raises :class:`UploadError`."""
         if self._uploads >= MAX_UPLOADS:
             raise UploadError(f"{filename}: this session already holds {MAX_UPLOADS} uploads; restart the studio")
         if len(data) > MAX_UPLOAD_BYTES:
@@ -83,7 +85,8 @@ class Library:
         except UnicodeDecodeError:
             raise UploadError(f"{filename}: not a text file; expected a BVH file (HIERARCHY ... MOTION ...)") from None
         try:
-            joints = bvh_to_joints(parse_bvh(text, filename))
+            # As `import-bvh` does by default: the model was trained on the canonical skeleton.
+            joints = retarget(bvh_to_joints(parse_bvh(text, filename)))
         except (BVHError, ValueError) as e:
             msg = str(e)
             raise UploadError(msg if msg.startswith(filename) else f"{filename}: {msg}") from None
