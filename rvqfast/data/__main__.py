@@ -131,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--keep-proportions", action="store_true",
                    help="keep the capture's bone lengths instead of retargeting to the "
                         "canonical t2m skeleton (the default, as HumanML3D does)")
-    for sp in (a, c, b):
-        add_debug_flag(sp)
     e = sub.add_parser("export-bvh", help="write a BVH (22-joint skeleton, rotations solved from "
                        "positions) from a (T, 22, 3) joints or (T, 263) features .npy")
     e.add_argument("file")
@@ -140,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--fps", type=int, default=20)
     e.add_argument("--keep-proportions", action="store_true",
                    help="use the motion's own bone lengths instead of the canonical t2m skeleton")
+    for sp in (a, c, b, e):
+        add_debug_flag(sp)
     args = p.parse_args(argv)
     if args.cmd == "export-bvh":
-        return _export_bvh(args)
+        return run_guarded(lambda: _export_bvh(args), debug=args.debug, prog="rvqfast.data export-bvh")
     if args.cmd == "prepare":
         from .synthetic import DEFAULT_N_MOTIONS
         if args.n_motions is None:
