@@ -5,6 +5,7 @@ Generic on purpose: it reads whatever pytest-benchmark recorded (group, name, ti
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -45,9 +46,40 @@ def machine_info() -> dict[str, Any]:
         "avx512f": " avx512f" in flags,
         "avx512_bf16": " avx512_bf16" in flags,
         "amx_bf16": " amx_bf16" in flags,
+        "avx512_vnni": " avx512_vnni" in flags,
+        "amx_int8": " amx_int8" in flags,
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_rate_gops(kind: str, n: int = 2048, reps: int = 5) -> float:
+    """The machine's measured GEMM rate (GOP/s, best of ``reps`` n^3 products) for ``kind`` in
+    ``fp32``, ``bf16`` (bf16 x bf16 through ``torch.mm``) or ``int8`` (s8 x s8 -> s32 through
+    ``torch._int_mm``, the path of the certified int8 screen). Measured once per session."""
+    g = torch.Generator().manual_seed(0)
+    if kind == "int8":
+        a = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
+        b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
+        out = torch.empty(n, n, dtype=torch.int32)
+
+        def run():
+            torch._int_mm(a, b.t(), out=out)
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[kind]
+        a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+
+        def run():
+            a @ b.t()
+    for _ in range(2):
+        run()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
 
 
 def machine_slug(info: dict[str, Any]) -> str:
