@@ -31,13 +31,13 @@ nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension(
     "cpu", _C, ("exact", "certified", "certified-bf16", "certified-int8", "bf16")
 )
 
-# Crossovers measured with benchmarks/test_bench_certified.py on an AMD EPYC (Zen 4, 2 cores,
-# AVX512-BF16 + AVX512-VNNI, no AMX): see docs/certified.md "Choosing the screen".
-# Below AUTO_MIN_DIM, "auto" stays exact: the screen saves too little of the product to pay for
-# the epilogue and re-rank. From INT8_MIN_DIM on, the int8 screen (about 3x the bf16 GEMM rate
-# there) beats bf16 despite its looser bound (~3-9 candidates per row instead of ~1.3-1.9).
-AUTO_MIN_DIM = 128
-INT8_MIN_DIM = 256
+# Crossovers measured on an AMD EPYC (Zen 4, 2 cores, AVX512-BF16 + AVX512-VNNI, no AMX), N=3136,
+# Q=6, in thread CPU time of single-threaded runs (wall time on the shared machine was too noisy):
+# see docs/certified.md "Choosing the screen". Below AUTO_MIN_DIM "auto" stays exact (at D=32 the
+# screens only tie with it). From INT8_MIN_DIM on the int8 screen beats bf16 despite its looser
+# bound (at D=64 they tie; K=512: D=128 18.1 vs 21.8 ms, D=512 47.8 vs 64.7 ms).
+AUTO_MIN_DIM = 64
+INT8_MIN_DIM = 128
 
 
 @functools.lru_cache(maxsize=1)
