@@ -85,8 +85,7 @@ def _prep_search(x: Tensor, codebook: Tensor, cb_name: str, cb_ndim: int, cb_hin
     check_finite("x", x)
     check_finite(cb_name, codebook)
     b = resolve(backend, device)
-    p = resolve_precision(precision, b, device, x.shape[1], codebook.shape[-2])
-    return x.contiguous(), codebook.contiguous(), b, p
+    return x.contiguous(), codebook.contiguous(), b, resolve_precision(precision, b, device, x.shape[1])
 
 
 def nearest_code(
