@@ -288,15 +288,25 @@ def test_certified_int8_equals_exact_on_adversarial_data(kind, n, k, d, seed):
 @given(n=st.sampled_from([1, 3, 40]), q=st.integers(1, 3), k=st.sampled_from([1, 7, 64]),
        d=st.sampled_from([1, 3, 64, 1030]), seed=st.integers(0, 10**6))
 def test_certified_int8_rvq_encode_with_zero_residuals(n, q, k, d, seed):
-    # Rows built as sums of codes: after the first stages their residual is exactly zero, the
-    # degenerate all-zero row of the int8 quantization (scale 0).
+    # Rows equal to codes of stage 0: the first stage must find a code at fp64 distance 0, and the
+    # residual is then exactly zero, the degenerate all-zero row of the int8 quantization (scale
+    # 0), whose nearest code in stage 1 is the one of smallest norm (lowest index on ties).
     g = torch.Generator().manual_seed(seed)
     cbs = torch.randn(q, k, d, generator=g) * torch.logspace(0, -1, q).view(q, 1, 1)
     x = cbs[0][torch.randint(0, k, (n,), generator=g)].clone()
     idx, quant = ops.rvq_encode(x, cbs, backend="cpu", precision="certified-int8")
-    ex_idx, ex_quant = ops.rvq_encode(x, cbs, backend="cpu", precision="exact")
-    assert torch.equal(idx, ex_idx)
-    assert torch.equal(quant, ex_quant)
+    d0 = sqdist64(x, cbs[0]).gather(1, idx[:, :1]).squeeze(1)
+    assert (d0 == 0).all()
+    assert torch.equal(cbs[0][idx[:, 0]], x)
+    if q > 1:
+        norms = cbs[1].double().pow(2).sum(1)
+        first_min = int((norms == norms.min()).float().argmax())
+        assert (idx[:, 1] == first_min).all()
+    residual = torch.zeros_like(x)
+    for s in range(1, q):  # later stages: a true nearest code of their residual
+        assert_nearest(residual, cbs[s], idx[:, s], rtol=1e-6)
+        residual -= cbs[s][idx[:, s]]
+    torch.testing.assert_close(quant, x - residual, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("precision", SCREENS)
