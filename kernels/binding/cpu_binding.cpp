@@ -53,8 +53,10 @@ struct CachedCodebooks {
   std::vector<rvqfast::cpu::PreparedCodebook> pcs;
 };
 
+// At most 4 codebook sets of at most 8 M code values in all (with the centred and quantized
+// copies, ~70-80 MiB when full, like the per-thread pool this cache replaced).
 constexpr size_t kCacheEntries = 4;
-constexpr int64_t kCacheMaxFloats = int64_t{8} << 20;  // per entry: ~32 MiB of codes
+constexpr int64_t kCacheMaxFloats = int64_t{8} << 20;
 
 std::mutex g_cache_mu;
 std::list<std::shared_ptr<const CachedCodebooks>> g_cache;  // most recently used first
@@ -94,7 +96,12 @@ std::shared_ptr<const CachedCodebooks> prepared_codebooks(const float* codes, in
   if (Q * K * D <= kCacheMaxFloats) {
     std::lock_guard<std::mutex> lock(g_cache_mu);
     g_cache.push_front(e);
-    while (g_cache.size() > kCacheEntries) g_cache.pop_back();
+    int64_t total = 0;
+    for (const auto& c : g_cache) total += c->Q * c->K * c->D;
+    while (g_cache.size() > kCacheEntries || total > kCacheMaxFloats) {
+      total -= g_cache.back()->Q * g_cache.back()->K * g_cache.back()->D;
+      g_cache.pop_back();
+    }
   }
   return e;
 }
