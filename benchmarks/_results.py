@@ -5,6 +5,7 @@ Generic on purpose: it reads whatever pytest-benchmark recorded (group, name, ti
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -45,9 +46,45 @@ def machine_info() -> dict[str, Any]:
         "avx512f": " avx512f" in flags,
         "avx512_bf16": " avx512_bf16" in flags,
         "amx_bf16": " amx_bf16" in flags,
+        "avx512_vnni": " avx512_vnni" in flags,
+        "amx_int8": " amx_int8" in flags,
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        # pytest-benchmark's --benchmark-timer: time.process_time (CPU time) with one thread is
+        # far less sensitive to other jobs on a shared machine than wall time.
+        "timer": os.environ.get("RVQFAST_BENCH_TIMER", "time.perf_counter (wall)"),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+@functools.lru_cache(maxsize=None)
+def gemm_rate_gops(kind: str, n: int = 2048, reps: int = 5) -> float:
+    """The machine's measured GEMM rate (GOP/s, best of ``reps`` n^3 products) for ``kind`` in
+    ``fp32``, ``bf16`` (bf16 x bf16 through ``torch.mm``) or ``int8`` (s8 x s8 -> s32 through
+    ``torch._int_mm``, the path of the certified int8 screen). Measured once per session."""
+    g = torch.Generator().manual_seed(0)
+    if kind == "int8":
+        a = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
+        b = torch.randint(-127, 128, (n, n), dtype=torch.int8, generator=g)
+        out = torch.empty(n, n, dtype=torch.int32)
+
+        def run():
+            torch._int_mm(a, b.t(), out=out)
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[kind]
+        a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
+
+        def run():
+            a @ b.t()
+    # One thread: its CPU time (robust to other jobs); several: wall time.
+    clock = time.thread_time if torch.get_num_threads() == 1 else time.perf_counter
+    for _ in range(2):
+        run()
+    best = float("inf")
+    for _ in range(reps):
+        t = clock()
+        run()
+        best = min(best, clock() - t)
+    return 2 * n**3 / best / 1e9
 
 
 def machine_slug(info: dict[str, Any]) -> str:
@@ -111,7 +148,7 @@ def write(rows: list[dict[str, Any]], suffix: str = "cpu") -> tuple[Path, Path] 
         f"{info['torch_threads']} threads)",
         "",
         f"Generated {info['date']} by `pytest benchmarks/`. Load average at the end: "
-        f"{info['load_average_at_end']} (a shared machine makes timings noisy).",
+        f"{info['load_average_at_end']} (a shared machine makes timings noisy). Timer: {info['timer']}.",
         "",
     ]
     for group in sorted({r["group"] for r in rows}):

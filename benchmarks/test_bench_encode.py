@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import _peers
+import _results
 from rvqfast import ops
 from rvqfast.backends import available_backends, backend_load_errors
 
@@ -39,18 +40,24 @@ def _rvqfast(x, cbs, precision="exact"):
 
 CONTENDERS = {
     "rvqfast_exact": _rvqfast,
-    # The default path users get: precision="auto" picks the certified bf16 screen (same indices
-    # as exact, proven) on bf16-capable CPUs for D >= 128.
-    "rvqfast_auto": lambda x, cbs: _rvqfast(x, cbs, "auto"),
     "torch_reference": _peers.torch_reference,
     "vqp": _peers.vqp,
     "faiss": _peers.faiss_flat,
+    # The default path users get: precision="auto" picks a certified screen (same indices as
+    # exact, proven): int8 on VNNI / AMX CPUs for D >= 128, else bf16 on bf16-capable CPUs for
+    # D >= 64 (rvqfast.backends.cpu.choose_certified).
+    "rvqfast_auto": lambda x, cbs: _rvqfast(x, cbs, "auto"),
+    "rvqfast_certified_bf16": lambda x, cbs: _rvqfast(x, cbs, "certified-bf16"),
+    "rvqfast_certified_int8": lambda x, cbs: _rvqfast(x, cbs, "certified-int8"),
 }
 
 
+_MIN_S: dict[tuple[int, str], float] = {}
+
+
 @needs_cpu
-@pytest.mark.parametrize("n", [3136, 12544])
 @pytest.mark.parametrize("who", list(CONTENDERS))
+@pytest.mark.parametrize("n", [3136, 12544])
 def test_encode(benchmark, gemm_rate, n, who):
     x, cbs = _problem(n)
     run = CONTENDERS[who](x, cbs)
@@ -59,17 +66,27 @@ def test_encode(benchmark, gemm_rate, n, who):
     ref = ops.rvq_encode(x, cbs, backend="reference")[0]
     benchmark.group = f"encode N={n} Q={Q} K={K} D={D} fp32"
     benchmark.pedantic(run, rounds=3 if n <= 3136 else 2, iterations=1, warmup_rounds=0)
+    if benchmark.stats is None:  # --benchmark-disable
+        return
     sec = benchmark.stats.stats.median
     gflops = 2 * n * K * D * Q / sec / 1e9
+    _MIN_S[n, who] = benchmark.stats.stats.min
+    int8 = _results.gemm_rate_gops("int8")
     benchmark.extra_info.update(
         {
             "gflops": gflops,
             "pct_of_fp32_gemm": 100 * gflops / gemm_rate["fp32"],
+            "pct_of_int8_gemm": 100 * gflops / int8,
             "fp32_gemm_gflops": gemm_rate["fp32"],
+            "int8_gemm_gops": int8,
             "rows_differing_from_reference": _peers.row_disagreement(idx, ref),
             "threads": torch.get_num_threads(),
         }
     )
+    # Ratios within this run (best rounds), for the contenders already timed at this N.
+    for base in ("rvqfast_exact", "vqp", "faiss"):
+        if base != who and (n, base) in _MIN_S:
+            benchmark.extra_info[f"speedup_vs_{base}"] = _MIN_S[n, base] / _MIN_S[n, who]
 
 
 _MEMORY_SCRIPT = textwrap.dedent(

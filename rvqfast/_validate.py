@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-PRECISIONS = ("exact", "certified", "bf16", "auto")
+PRECISIONS = ("exact", "certified", "certified-bf16", "certified-int8", "bf16", "auto")
 
 
 def check_float(name: str, t: object, ndim: int | None = None, shape_hint: str = "") -> torch.Tensor:

@@ -46,19 +46,32 @@ def _has_bf16_matrix_units(device: torch.device) -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-def resolve_precision(precision: str, backend: str, device: torch.device, dim: int | None = None) -> str:
-    """Turn ``"auto"`` into a concrete precision.
+def resolve_precision(
+    precision: str, backend: str, device: torch.device, dim: int | None = None, num_codes: int | None = None
+) -> str:
+    """Turn ``"auto"`` and ``"certified"`` into the concrete precision the backend runs.
 
-    ``"auto"`` picks ``"certified"`` (bf16 screening with an exact fp32/fp64 re-rank: the same
-    indices as ``"exact"``) where the backend implements it natively, the hardware has bf16
-    matrix units and ``dim`` is large enough for the screen to pay; else ``"exact"``.
+    ``"auto"`` picks a certified mode (low-precision screening with an exact re-rank: the same
+    indices as ``"exact"``) where the backend implements it natively, the hardware has bf16 / int8
+    matrix units and ``dim`` is large enough for the screen to pay; else ``"exact"``. Backends
+    with several screens (the CPU: ``"certified-bf16"``, ``"certified-int8"``) choose one for
+    ``"certified"`` and ``"auto"`` from measured crossovers (``choose_certified``); on backends
+    with one certified mode, ``"certified-bf16"`` / ``"certified-int8"`` run it (same answers).
     """
     check_precision(precision)
-    if precision != "auto":
-        return precision
     from .backends import _IMPLS
 
-    certified_native = "certified" in getattr(_IMPLS.get(backend, {}).get("nearest_code"), "precisions", ())
+    impl = _IMPLS.get(backend, {}).get("nearest_code")
+    native, choose = getattr(impl, "precisions", ()), getattr(impl, "choose_certified", None)
+    if precision.startswith("certified-") and precision not in native:
+        return "certified"
+    if precision == "certified" and choose is not None:
+        return choose(dim, num_codes)
+    if precision != "auto":
+        return precision
+    if choose is not None:
+        return choose(dim, num_codes, for_auto=True)
+    certified_native = "certified" in native
     big_enough = dim is None or dim >= AUTO_CERTIFIED_MIN_DIM
     return "certified" if certified_native and big_enough and _has_bf16_matrix_units(device) else "exact"
 
@@ -105,8 +118,9 @@ def nearest_code(
         x: (N, D) vectors.
         codebook: (K, D) codes.
         backend: ``"auto"`` or a name from :func:`available_backends`.
-        precision: ``"exact"`` (fp32), ``"certified"`` (bf16 screening + exact re-rank, same
-            result as exact), ``"bf16"`` (approximate, fastest) or ``"auto"`` (the default:
+        precision: ``"exact"`` (fp32), ``"certified"`` (low-precision screening + exact re-rank,
+            same result as exact; ``"certified-bf16"`` / ``"certified-int8"`` pick the screen,
+            docs/certified.md), ``"bf16"`` (approximate, fastest) or ``"auto"`` (the default:
             certified where it is faster, else exact — see :func:`resolve_precision`).
 
     Returns:

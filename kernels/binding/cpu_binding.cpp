@@ -5,6 +5,11 @@
 // messages), releases the GIL and calls the raw-pointer kernels in kernels/cpu.
 #include <torch/extension.h>
 
+#include <atomic>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -17,11 +22,93 @@ namespace {
 
 using rvqfast::cpu::Precision;
 
-Precision parse_precision(const std::string& p) {
+bool int8_screen_ok(int64_t D) {
+  return D <= rvqfast::cpu::kMaxInt8Dim && rvqfast::cpu::int8_gemm_exact();
+}
+
+// "certified" is the bf16 screen here; rvqfast.ops resolves it to the faster screen for the shape
+// before calling. "certified-int8" falls back to the bf16 screen (same exact answers) where the
+// int8 GEMM is not exact on this build or D is too large for int32 sums.
+Precision parse_precision(const std::string& p, int64_t D) {
   if (p == "exact") return Precision::kExact;
-  if (p == "certified") return Precision::kCertified;
+  if (p == "certified" || p == "certified-bf16") return Precision::kCertified;
+  if (p == "certified-int8")
+    return int8_screen_ok(D) ? Precision::kCertifiedInt8 : Precision::kCertified;
   if (p == "bf16") return Precision::kBf16;
-  TORCH_CHECK_VALUE(false, "precision must be 'exact', 'certified' or 'bf16', got '", p, "'");
+  TORCH_CHECK_VALUE(false,
+                    "precision must be 'exact', 'certified', 'certified-bf16', 'certified-int8' "
+                    "or 'bf16', got '", p, "'");
+}
+
+// Prepared codebooks (centring, norms, duplicate map, bf16 / int8 copies and bound coefficients)
+// cached across calls. An entry is found by bitwise comparison with a private copy of the codes,
+// not by tensor identity or version counter: in-place updates that bypass autograd's version
+// counter (`.data`, numpy views) then cannot serve stale codes, and a mismatch (a codebook
+// being trained) is usually detected within the first few bytes. The prepared codebooks point
+// at that copy, so an entry stays valid after the caller's tensor is gone.
+struct CachedCodebooks {
+  Precision screen;
+  int64_t Q, K, D;
+  std::vector<float> codes;
+  std::vector<rvqfast::cpu::PreparedCodebook> pcs;
+};
+
+// At most 4 codebook sets of at most 8 M code values in all (with the centred and quantized
+// copies, ~70-80 MiB when full, like the per-thread pool this cache replaced).
+constexpr size_t kCacheEntries = 4;
+constexpr int64_t kCacheMaxFloats = int64_t{8} << 20;
+
+std::mutex g_cache_mu;
+std::list<std::shared_ptr<const CachedCodebooks>> g_cache;  // most recently used first
+std::atomic<int64_t> g_cache_hits{0}, g_cache_misses{0};
+
+std::shared_ptr<const CachedCodebooks> prepared_codebooks(const float* codes, int64_t Q, int64_t K,
+                                                          int64_t D, Precision p) {
+  const Precision screen = p == Precision::kBf16 ? Precision::kCertified : p;
+  const size_t n = static_cast<size_t>(Q * K * D);
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    for (auto it = g_cache.begin(); it != g_cache.end(); ++it) {
+      const auto& e = **it;
+      if (e.screen == screen && e.Q == Q && e.K == K && e.D == D &&
+          std::memcmp(e.codes.data(), codes, n * sizeof(float)) == 0) {
+        auto hit = *it;
+        g_cache.erase(it);
+        g_cache.push_front(hit);
+        ++g_cache_hits;
+        return hit;
+      }
+    }
+  }
+  ++g_cache_misses;
+  auto e = std::make_shared<CachedCodebooks>();
+  e->screen = screen;
+  e->Q = Q;
+  e->K = K;
+  e->D = D;
+  e->codes.assign(codes, codes + n);
+  e->pcs.resize(static_cast<size_t>(Q));
+  // Stages are prepared independently: one per thread.
+  at::parallel_for(0, Q, 1, [&](int64_t q0, int64_t q1) {
+    for (int64_t q = q0; q < q1; ++q)
+      rvqfast::cpu::prepare_codebook_into(e->pcs[q], e->codes.data() + q * K * D, K, D, screen);
+  });
+  if (Q * K * D <= kCacheMaxFloats) {
+    std::lock_guard<std::mutex> lock(g_cache_mu);
+    g_cache.push_front(e);
+    int64_t total = 0;
+    for (const auto& c : g_cache) total += c->Q * c->K * c->D;
+    while (g_cache.size() > kCacheEntries || total > kCacheMaxFloats) {
+      total -= g_cache.back()->Q * g_cache.back()->K * g_cache.back()->D;
+      g_cache.pop_back();
+    }
+  }
+  return e;
+}
+
+void clear_codebook_cache() {
+  std::lock_guard<std::mutex> lock(g_cache_mu);
+  g_cache.clear();
 }
 
 at::Tensor as_f32(const at::Tensor& t, const char* name, int64_t ndim) {
@@ -48,17 +135,17 @@ at::Tensor as_index(const at::Tensor& t, const char* name, int64_t ndim, int64_t
 
 std::tuple<at::Tensor, at::Tensor> nearest_code(const at::Tensor& x_in, const at::Tensor& cb_in,
                                                 const std::string& precision) {
-  const Precision p = parse_precision(precision);
   at::Tensor x = as_f32(x_in, "x", 2), cb = as_f32(cb_in, "codebook", 2);
   const int64_t N = x.size(0), D = x.size(1), K = cb.size(0);
+  const Precision p = parse_precision(precision, D);
   TORCH_CHECK_VALUE(K >= 1, "codebook is empty: expected at least one code");
   TORCH_CHECK_VALUE(cb.size(1) == D, "x has D=", D, " but codebook has D=", cb.size(1));
   at::Tensor idx = at::empty({N}, at::kLong), dist = at::empty({N}, at::kFloat);
   if (N == 0) return {idx, dist};
   {
     pybind11::gil_scoped_release nogil;
-    auto pc = rvqfast::cpu::prepare_codebook(cb.data_ptr<float>(), K, D, p != Precision::kExact);
-    rvqfast::cpu::nearest_code(x.data_ptr<float>(), N, pc, p, idx.data_ptr<int64_t>(),
+    const auto pc = prepared_codebooks(cb.data_ptr<float>(), 1, K, D, p);
+    rvqfast::cpu::nearest_code(x.data_ptr<float>(), N, pc->pcs[0], p, idx.data_ptr<int64_t>(),
                                dist.data_ptr<float>());
   }
   return {idx, dist};
@@ -66,9 +153,9 @@ std::tuple<at::Tensor, at::Tensor> nearest_code(const at::Tensor& x_in, const at
 
 std::tuple<at::Tensor, at::Tensor> rvq_encode(const at::Tensor& x_in, const at::Tensor& cbs_in,
                                               const std::string& precision) {
-  const Precision p = parse_precision(precision);
   at::Tensor x = as_f32(x_in, "x", 2), cbs = as_f32(cbs_in, "codebooks", 3);
   const int64_t N = x.size(0), D = x.size(1), Q = cbs.size(0), K = cbs.size(1);
+  const Precision p = parse_precision(precision, D);
   TORCH_CHECK_VALUE(Q >= 1 && K >= 1, "codebooks must have Q >= 1 stages and K >= 1 codes, got ",
                     cbs.sizes());
   TORCH_CHECK_VALUE(cbs.size(2) == D, "x has D=", D, " but codebooks has D=", cbs.size(2));
@@ -76,21 +163,9 @@ std::tuple<at::Tensor, at::Tensor> rvq_encode(const at::Tensor& x_in, const at::
   if (N == 0) return {idx, quant};
   {
     pybind11::gil_scoped_release nogil;
-    // Prepared codebooks live in a per-thread pool reused across calls (fresh pages are costly on
-    // VMs), unless they are large. Stages are prepared independently: one per thread.
-    thread_local std::vector<rvqfast::cpu::PreparedCodebook> pool;
-    std::vector<rvqfast::cpu::PreparedCodebook> pcs;
-    pcs.swap(pool);  // a throwing call leaves the pool empty rather than half-written
-    pcs.resize(static_cast<size_t>(Q));
-    const float* cb_ptr = cbs.data_ptr<float>();
-    at::parallel_for(0, Q, 1, [&](int64_t q0, int64_t q1) {
-      for (int64_t q = q0; q < q1; ++q)
-        rvqfast::cpu::prepare_codebook_into(pcs[q], cb_ptr + q * K * D, K, D,
-                                            p != Precision::kExact);
-    });
-    rvqfast::cpu::rvq_encode(x.data_ptr<float>(), N, pcs, p, idx.data_ptr<int64_t>(),
+    const auto pc = prepared_codebooks(cbs.data_ptr<float>(), Q, K, D, p);
+    rvqfast::cpu::rvq_encode(x.data_ptr<float>(), N, pc->pcs, p, idx.data_ptr<int64_t>(),
                              quant.data_ptr<float>());
-    if (Q * K * D <= (int64_t{8} << 20)) pool.swap(pcs);  // keep up to ~48 MiB of prepared codes
   }
   return {idx, quant};
 }
@@ -123,12 +198,34 @@ std::tuple<at::Tensor, at::Tensor> ema_stats(const at::Tensor& x_in, const at::T
   return {counts, sums};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> screen_bounds(const at::Tensor& x_in,
+                                                             const at::Tensor& cb_in,
+                                                             const std::string& precision) {
+  at::Tensor x = as_f32(x_in, "x", 2), cb = as_f32(cb_in, "codebook", 2);
+  const int64_t N = x.size(0), D = x.size(1), K = cb.size(0);
+  TORCH_CHECK_VALUE(K >= 1 && cb.size(1) == D, "codebook must be (K >= 1, ", D, "), got ",
+                    cb.sizes());
+  const Precision p = parse_precision(precision, D);
+  TORCH_CHECK_VALUE(p == Precision::kCertified || p == Precision::kCertifiedInt8,
+                    "precision must name a certified screen, got '", precision, "'");
+  at::Tensor lo = at::empty({N, K}, at::kFloat), hi = at::empty({N, K}, at::kFloat);
+  auto pc = rvqfast::cpu::prepare_codebook(cb.data_ptr<float>(), K, D, p);
+  {
+    pybind11::gil_scoped_release nogil;
+    rvqfast::cpu::screen_bounds(x.data_ptr<float>(), N, pc, p, lo.data_ptr<float>(),
+                                hi.data_ptr<float>());
+  }
+  at::Tensor mu = at::from_blob(pc.mu.data(), {D}, at::kFloat).clone();
+  return {lo, hi, mu};
+}
+
 pybind11::dict certified_stats() {
   const auto s = rvqfast::cpu::certified_stats();
   pybind11::dict d;
   d["rows"] = s.rows;
   d["overflow_rows"] = s.overflow_rows;
   d["candidates"] = s.candidates;
+  d["max_candidates"] = s.max_candidates;
   d["mean_candidates"] = s.rows ? static_cast<double>(s.candidates) / static_cast<double>(s.rows) : 0.0;
   return d;
 }
@@ -149,6 +246,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Certified-mode counters since the last reset: rows, overflow_rows, candidates, "
         "mean_candidates");
   m.def("reset_certified_stats", &rvqfast::cpu::reset_certified_stats);
+  m.def("screen_bounds", &screen_bounds,
+        "Test hook: x (N,D), codebook (K,D), certified precision -> (lo, hi, mu): the screen's "
+        "rigorous interval [lo, hi] (N,K) for ||x - c||^2 - ||x - mu||^2, mu the centring mean",
+        pybind11::arg("x"), pybind11::arg("codebook"), pybind11::arg("precision"));
+  m.def("int8_screen_ok", &int8_screen_ok,
+        "Whether the certified int8 screen runs for dimension D (exact int8 GEMM on this build, "
+        "D <= 32768); otherwise 'certified-int8' uses the bf16 screen",
+        pybind11::arg("dim"));
+  m.def("clear_codebook_cache", &clear_codebook_cache,
+        "Drop the prepared-codebook cache (benchmarks: measure the preparation cost)");
+  m.def("codebook_cache_stats", []() {
+    pybind11::dict d;
+    d["hits"] = g_cache_hits.load();
+    d["misses"] = g_cache_misses.load();
+    return d;
+  });
   m.def("set_candidate_cap", &rvqfast::cpu::set_candidate_cap,
         "Candidate cap per row in certified mode (0 = automatic: max(16, K/16))",
         pybind11::arg("cap"));

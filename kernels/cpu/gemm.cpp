@@ -3,6 +3,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <exception>
+#include <vector>
+
 #if defined(__linux__)
 #include <dlfcn.h>
 #endif
@@ -104,6 +107,41 @@ void gemm_nt_f32(int64_t m, int64_t n, int64_t k, const float* a, const float* b
 void gemm_nt_bf16(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
                   uint16_t* c) {
   gemm_nt(m, n, k, a, b, c, at::kBFloat16);
+}
+
+void gemm_nt_s8(int64_t m, int64_t n, int64_t k, const int8_t* a, const int8_t* b, int32_t* c) {
+  at::Tensor ta = borrow(a, m, k, at::kChar), tb = borrow(b, n, k, at::kChar),
+             tc = borrow(c, m, n, at::kInt);
+  at::_int_mm_out(tc, ta, tb.t());
+}
+
+bool int8_gemm_exact() {
+  static const bool ok = []() {
+    try {
+      // Shapes straddling oneDNN's blocking; values at the int8 extremes with mixed signs, the
+      // pattern on which pair-wise int16 accumulation (vpmaddubsw) would saturate.
+      const int64_t shapes[][3] = {{1, 1, 4}, {7, 5, 12}, {33, 17, 64}, {70, 129, 516}};
+      for (const auto& sh : shapes) {
+        const int64_t m = sh[0], n = sh[1], k = sh[2];
+        std::vector<int8_t> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(n * k));
+        for (int64_t i = 0; i < m * k; ++i) a[i] = (i * 7 + i / k) % 3 == 0 ? -127 : 127;
+        for (int64_t i = 0; i < n * k; ++i) b[i] = (i * 5 + i / k) % 4 == 0 ? -127 : 127;
+        for (int64_t i = 0; i < k; ++i) b[i] = 127;  // a row of pure maxima
+        std::vector<int32_t> c(static_cast<size_t>(m * n));
+        gemm_nt_s8(m, n, k, a.data(), b.data(), c.data());
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t j = 0; j < n; ++j) {
+            int64_t ref = 0;
+            for (int64_t i = 0; i < k; ++i) ref += int64_t{a[r * k + i]} * b[j * k + i];
+            if (ref != c[r * n + j]) return false;
+          }
+      }
+      return true;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }();
+  return ok;
 }
 
 }  // namespace cpu

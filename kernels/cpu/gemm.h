@@ -21,5 +21,16 @@ void gemm_nt_f32(int64_t m, int64_t n, int64_t k, const float* a, const float* b
 void gemm_nt_bf16(int64_t m, int64_t n, int64_t k, const uint16_t* a, const uint16_t* b,
                   uint16_t* c);
 
+// Signed int8 inputs, exact int32 output (s8s8 -> s32 through ATen's _int_mm: oneDNN with
+// AVX512-VNNI / AVX-VNNI / AMX-INT8 where the CPU has them, a plain loop otherwise). k must be a
+// multiple of 4 (the caller pads with zeros: _int_mm returns garbage for k == 1 on torch 2.13),
+// and k * 255 * 127 < 2^31 so no int32 accumulation, compensation included, can wrap.
+void gemm_nt_s8(int64_t m, int64_t n, int64_t k, const int8_t* a, const int8_t* b, int32_t* c);
+
+// Whether the int8 GEMM is available and returned exact int32 sums on a probe built to expose
+// intermediate saturation (all +-127 inputs, several shapes). Computed once; the certified int8
+// screen is only offered when this holds (its error bound assumes exact integer products).
+bool int8_gemm_exact();
+
 }  // namespace cpu
 }  // namespace rvqfast

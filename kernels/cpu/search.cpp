@@ -19,7 +19,7 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-std::atomic<int64_t> g_rows{0}, g_overflow{0}, g_cands{0};
+std::atomic<int64_t> g_rows{0}, g_overflow{0}, g_cands{0}, g_max_cands{0};
 std::atomic<int64_t> g_cap{0};
 
 
@@ -37,13 +37,30 @@ inline float round_up(double v) {
 int64_t block_rows(int64_t K, int64_t D, Precision p) {
   (void)D;
   if (p == Precision::kExact) return 4096;  // x min(K, 1024) fp32 dots (16 MiB)
-  // bf16 modes keep the whole block x K screen for the two-pass certification (2 bytes each).
-  return std::clamp<int64_t>((int64_t{1} << 23) / std::max<int64_t>(K, 1), 16, 4096);
+  // Screened modes keep the whole block x K screen for the two-pass certification (2 bytes each
+  // for bf16, 4 for int32).
+  // (Blocks of 0.5-2 MiB, to keep the screen in L2, measured 5-25% slower in thread CPU time on
+  // the 2-core Zen 4: the smaller GEMMs lose more than the epilogue gains.)
+  const int64_t dots = p == Precision::kCertifiedInt8 ? int64_t{1} << 22 : int64_t{1} << 23;
+  return std::clamp<int64_t>(dots / std::max<int64_t>(K, 1), 16, 4096);
 }
 
 constexpr int64_t kCodeChunk = 1024;  // exact mode: codes per GEMM call
 constexpr double kU = 1.0 / 256, kV = 1.0 / (1 << 24);  // bf16 and fp32 unit roundoffs
 constexpr double kF = 1 + 1.0 / 1024;  // covers the fp32 evaluation of the bound itself
+
+inline bool is_screened(Precision p) { return p != Precision::kExact; }
+inline bool is_int8(Precision p) { return p == Precision::kCertifiedInt8; }
+
+// Relative error factor of the screen's dot product d_k besides the inputs' rounding, times 2
+// (d_k enters s_k twice), plus the final fp32 rounding of cn_k - 2 d_k (2v |d_k|).
+//   bf16: the GEMM rounds its fp32 sum to bf16 (u / (1 - u)).
+//   int8: d_k = fl(fl(float(P_k) * s_a) * s_k): three roundings of an exact integer product,
+//         gamma_3 / (1 - gamma_3) < 3.0001 v relative to the computed |d_k|.
+inline float screen_cu(Precision p) {
+  const double rel = is_int8(p) ? 3.0001 * kV : kU / (1 - kU);
+  return round_up(kF * (2 * rel + 2 * kV));
+}
 
 // Upper bound on the norm of a vector of length d from the squared norm centre_row reports (fp32
 // or fp64 accumulation: within gamma_d relative plus d 2^-149 absolute, simd.h). The 1 + 1e-6
@@ -60,8 +77,10 @@ inline double norm_upper(double sq, int64_t d) {
 // term (simd.h), so |s - S| <= eta S + alpha with eta = gamma_{d+6} + 3v, alpha = (d+6) 2^-149.
 // Then S <= (s + alpha)(1 + 2 eta) and S >= (s - alpha)(1 - 2 eta) for eta <= 1/4, with ~eta of
 // slack that absorbs the fp64 rounding of these expressions.
-int64_t rerank(const float* xr, const float* raw, int64_t D, const int64_t* cands, int64_t cnt) {
-  constexpr int64_t kMaxFast = 8;
+// known_k / known_s: one candidate whose fp32 distance is already computed (or known_k = -1).
+int64_t rerank(const float* xr, const float* raw, int64_t D, const int64_t* cands, int64_t cnt,
+               int64_t known_k = -1, float known_s = 0) {
+  constexpr int64_t kMaxFast = 32;  // the int8 screen keeps ~6-10 candidates at D = 512
   const double n = static_cast<double>(D + 6), eta = n * kV / (1 - n * kV) + 3 * kV;
   if (cnt <= kMaxFast && eta <= 0.01) {
     const double alpha = std::ldexp(n, -149);
@@ -69,7 +88,7 @@ int64_t rerank(const float* xr, const float* raw, int64_t D, const int64_t* cand
     int64_t jb = 0;
     bool ok = true;
     for (int64_t j = 0; j < cnt; ++j) {
-      s[j] = sqdist_f32(xr, raw + cands[j] * D, D);
+      s[j] = cands[j] == known_k ? known_s : sqdist_f32(xr, raw + cands[j] * D, D);
       ok &= std::isfinite(s[j]);
       if (s[j] < s[jb]) jb = j;
     }
@@ -93,13 +112,51 @@ int64_t rerank(const float* xr, const float* raw, int64_t D, const int64_t* cand
   return bi;
 }
 
+// Upper bound on T_k = ||x - c_k||^2 - ||x - mu||^2 for one code, from an fp32 distance (the
+// rerank error model: |s - S| <= eta S + alpha) and the row's fp32-accumulated ||fl(x - mu)||^2
+// (sq_a: within gamma_d relative plus d 2^-149 absolute; each fl(x_i - mu_i) within v relative of
+// the exact difference, so ||x - mu||^2 >= (sq_a - d 2^-149) / ((1 + gamma_d)(1 + v)^2)). The
+// fp64 evaluation is covered by a 1e-12 relative margin. Non-finite when any input is.
+double t_upper(float s32, int64_t D, double sq_a) {
+  const double n = static_cast<double>(D + 6), eta = n * kV / (1 - n * kV) + 3 * kV;
+  const double alpha = std::ldexp(n, -149), dd = static_cast<double>(D);
+  const double g = dd * kV / (1 - dd * kV);
+  const double s_up = (static_cast<double>(s32) + alpha) * (1 + 2 * eta);
+  const double p_lo = std::max(0.0, (sq_a - std::ldexp(dd, -149)) / ((1 + g) * (1 + kV) * (1 + kV)));
+  return s_up - p_lo + 1e-12 * (s_up + p_lo);
+}
+
+// Narrow a row's kept candidates before the re-rank: with j the candidate of smallest lower bound
+// and T_j <= t_upper(j), every k with lo_k > t_upper(j) has T_k >= lo_k > T_j and is not nearest.
+// This halves the window the screen leaves (lo_k <= min_j hi_j compares two error bounds; this
+// compares one), which matters for the int8 screen's wider bound. Returns the new count; j and
+// its fp32 distance go to (known_k, known_s) for the re-rank.
+int64_t narrow_candidates(const float* xr, const PreparedCodebook& cb, double sq_a,
+                          const float* lo, int64_t* cands, int64_t cnt, int64_t& known_k,
+                          float& known_s) {
+  int64_t jb = 0;
+  for (int64_t j = 1; j < cnt; ++j)
+    if (lo[cands[j]] < lo[cands[jb]]) jb = j;
+  known_k = cands[jb];
+  known_s = sqdist_f32(xr, cb.raw + known_k * cb.D, cb.D);
+  const double tu = t_upper(known_s, cb.D, sq_a);
+  if (!(tu < std::numeric_limits<double>::infinity())) return cnt;  // NaN / inf: keep all
+  int64_t kept = 0;
+  for (int64_t j = 0; j < cnt; ++j)
+    if (j == jb || !(static_cast<double>(lo[cands[j]]) > tu)) cands[kept++] = cands[j];  // sorted
+  return kept;
+}
+
 // Scratch buffers reused across the blocks and stages of one call.
 struct Scratch {
   std::vector<float> a;         // block x D centred rows (fp32; exact mode only)
   std::vector<float> dots;      // block x chunk fp32 dot products (exact)
   std::vector<uint16_t> a16;    // block x D bf16 rows
   std::vector<uint16_t> s16;    // block x K bf16 dot products
-  std::vector<double> norms;    // block x 3: ||a||^2, ||bf16(a)||^2, ||a - bf16(a)||^2
+  std::vector<int8_t> a8;       // block x dp int8 rows (int8 screen)
+  std::vector<float> ascale;    // block: their quantization scales
+  std::vector<int32_t> s32;     // block x K int32 dot products (int8 screen)
+  std::vector<double> norms;    // block x 3: ||a||^2, ||a~||^2, ||a - a~||^2 (a~: bf16 / int8)
   std::vector<float> best;
   std::vector<int64_t> bidx, cands, cand_count;
   std::vector<float> ov_a;      // overflow rows, compacted
@@ -107,16 +164,38 @@ struct Scratch {
 };
 
 // Centre row r of `x` on `mu` into the scratch: the fp32 row for the exact GEMM, or only its
-// bf16 copy and norms when screening (a screened row that overflows is re-centred from `x`).
-inline void prep_row(const float* x, const float* mu, int64_t D, bool bf16, Scratch& s,
+// bf16 / int8 copy and norms when screening (a screened row that overflows is re-centred from
+// `x`).
+inline void prep_row(const float* x, const float* mu, int64_t D, Precision p, Scratch& s,
                      int64_t r) {
+  if (is_int8(p)) {
+    const int64_t dp = int8_stride(D);
+    quantize_row_i8(x, mu, D, dp, s.a8.data() + r * dp, s.ascale.data() + r,
+                    s.norms.data() + 3 * r);
+    return;
+  }
+  const bool bf16 = is_screened(p);
   centre_row(x, mu, D, bf16 ? nullptr : s.a.data() + r * D, bf16 ? s.a16.data() + r * D : nullptr,
              bf16 ? s.norms.data() + 3 * r : nullptr);
 }
 
-void prep_block(const float* x, const float* mu, int64_t n, int64_t D, bool bf16, Scratch& s) {
+// The residual update of row r fused with its preparation for the next stage (prep_row).
+inline void step_row(const float* src, float* dst, const float* c, int64_t D, const float* mu,
+                     Precision p, Scratch& s, int64_t r) {
+  if (is_int8(p)) {
+    const int64_t dp = int8_stride(D);
+    residual_step_i8(src, dst, c, D, mu, dp, s.a8.data() + r * dp, s.ascale.data() + r,
+                     s.norms.data() + 3 * r);
+    return;
+  }
+  const bool bf16 = is_screened(p);
+  residual_step(src, dst, c, D, mu, bf16 ? nullptr : s.a.data() + r * D,
+                bf16 ? s.a16.data() + r * D : nullptr, bf16 ? s.norms.data() + 3 * r : nullptr);
+}
+
+void prep_block(const float* x, const float* mu, int64_t n, int64_t D, Precision p, Scratch& s) {
   at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) prep_row(x + r * D, mu, D, bf16, s, r);
+    for (int64_t r = r0; r < r1; ++r) prep_row(x + r * D, mu, D, p, s, r);
   });
 }
 
@@ -145,16 +224,63 @@ void exact_block(const PreparedCodebook& cb, const float* a, int64_t n, Scratch&
   }
 }
 
-// bf16 screen of a block whose rows were prepared with bf16 copies and norms (prep_row).
-// kBf16 takes the screened arg-min; kCertified keeps every code the error bound cannot exclude
-// and re-ranks those by their fp64 distance to the uncentred row `x`. Rows whose candidate set
-// overflows are searched exactly afterwards; finish(r) runs once out[r] is final.
+// Per-row terms of the screening bound of row r of the prepared block (docs/certified.md), from
+// its norms, inflated against their rounding and rounded up to fp32.
+ScreenRow screen_row_terms(const PreparedCodebook& cb, Precision p, const Scratch& s, int64_t r) {
+  const int64_t D = cb.D;
+  const double Dd = static_cast<double>(D);
+  const bool i8 = is_int8(p);
+  // int8: each error term a_i - s q_i carries one more rounding (a fused multiply-add).
+  const double* nr = s.norms.data() + 3 * r;
+  const double A = norm_upper(nr[0], D), Abar = norm_upper(nr[1], D),
+               Ea = norm_upper(nr[2], i8 ? D + 2 : D);
+  // Underflow: bf16 GEMMs may flush denormals; the int8 screen's two scalings may underflow (at
+  // most 2^-150 each, times 1 + s_k <= 1 + bmax per dot product).
+  const double abs_slack = std::ldexp(Dd + std::sqrt(Dd) * (A + cb.bmax), -118) +
+                           (i8 ? std::ldexp(1 + cb.bmax, -147) : 0.0);
+  ScreenRow row;
+  row.cu = screen_cu(p);
+  row.ea = round_up(Ea);
+  row.abar = round_up(Abar);
+  row.rc = round_up(kF * (4.1 * kV * A * A + abs_slack));
+  return row;
+}
+
+// Screen codes [k0, k0 + nk) for row r of the block whose GEMM output is in the scratch: writes
+// s_k - E_k to lo, returns the minimum of s_k + E_k (screen_bounds_bf16 / _i8).
+float screen_codes(const PreparedCodebook& cb, Precision p, const Scratch& s, int64_t r,
+                   const ScreenRow& row, int64_t k0, int64_t nk, float* lo) {
+  const int64_t K = cb.K;
+  if (is_int8(p))
+    return screen_bounds_i8(s.s32.data() + r * K + k0, s.ascale[r], cb.cs.data() + k0,
+                            cb.cn_screen.data() + k0, cb.sp.data() + k0, cb.sq.data() + k0,
+                            cb.sw.data() + k0, row, nk, lo);
+  return screen_bounds_bf16(s.s16.data() + r * K + k0, cb.cn_screen.data() + k0, cb.sp.data() + k0,
+                            cb.sq.data() + k0, cb.sw.data() + k0, row, nk, lo);
+}
+
+// The screen's GEMM for the n prepared rows of the block.
+void screen_gemm(const PreparedCodebook& cb, Precision p, int64_t n, Scratch& s) {
+  const int64_t K = cb.K;
+  if (is_int8(p)) {
+    s.s32.resize(static_cast<size_t>(n * K));
+    gemm_nt_s8(n, K, cb.dp, s.a8.data(), cb.cc_i8.data(), s.s32.data());
+  } else {
+    s.s16.resize(static_cast<size_t>(n * K));
+    gemm_nt_bf16(n, K, cb.D, s.a16.data(), cb.cc_bf16.data(), s.s16.data());
+  }
+}
+
+// bf16 or int8 screen of a block whose rows were prepared with bf16 / int8 copies and norms
+// (prep_row). kBf16 takes the screened arg-min; the certified modes keep every code the error
+// bound cannot exclude and re-rank those by their exact distance to the uncentred row `x`. Rows
+// whose candidate set overflows are searched exactly afterwards; finish(r) runs once out[r] is
+// final.
 template <class Finish>
 void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Precision p,
                     Scratch& s, int64_t* out, const Finish& finish) {
   const int64_t K = cb.K, D = cb.D;
-  s.s16.resize(static_cast<size_t>(n * K));
-  gemm_nt_bf16(n, K, D, s.a16.data(), cb.cc_bf16.data(), s.s16.data());
+  screen_gemm(cb, p, n, s);
 
   if (p == Precision::kBf16) {
     at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
@@ -170,27 +296,14 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
   }
 
   const int64_t cap = candidate_cap(K);
-  const double Dd = static_cast<double>(D);
   s.cands.resize(static_cast<size_t>(n * cap));
   s.cand_count.resize(static_cast<size_t>(n));
   at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
     std::vector<float> lo(static_cast<size_t>(K));  // s_k - E_k of the current row
     for (int64_t r = r0; r < r1; ++r) {
-      // Per-row terms of the bound (docs/certified.md), inflated against the fp64 rounding of
-      // the norms and rounded up to fp32.
-      const double* nr = s.norms.data() + 3 * r;
-      const double A = norm_upper(nr[0], D), Abar = norm_upper(nr[1], D),
-                   Ea = norm_upper(nr[2], D);
-      const double abs_slack = std::ldexp(Dd + std::sqrt(Dd) * (A + cb.bmax), -118);
-      ScreenRow row;
-      row.cu = round_up(kF * (2 * kU / (1 - kU) + 2 * kV));
-      row.ea = round_up(Ea);
-      row.abar = round_up(Abar);
-      row.rc = round_up(kF * (4.1 * kV * A * A + abs_slack));
-      const uint16_t* sr = s.s16.data() + r * K;
+      const ScreenRow row = screen_row_terms(cb, p, s, r);
       int64_t* cands = s.cands.data() + r * cap;
-      const float m = screen_bounds_bf16(sr, cb.cn_screen.data(), cb.sp.data(), cb.sq.data(),
-                                         cb.sw.data(), row, K, lo.data());
+      const float m = screen_codes(cb, p, s, r, row, 0, K, lo.data());
       int64_t cnt = K + 1;  // non-finite screen: force the exact fallback
       if (std::isfinite(m) && std::isfinite(row.ea) && std::isfinite(row.abar) &&
           std::isfinite(row.rc))
@@ -198,20 +311,30 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
       s.cand_count[r] = cnt;
       if (cnt > cap || cnt == 0) continue;  // x's row stays untouched until finish(r)
       // A single kept code is a nearest code (the kept set holds every nearest code): no re-rank.
-      const int64_t bi = cnt == 1 ? cands[0] : rerank(x + r * D, cb.raw, D, cands, cnt);
+      int64_t known_k = -1;
+      float known_s = 0;
+      const int64_t kept = cnt == 1 ? 1
+                                    : narrow_candidates(x + r * D, cb, s.norms[3 * r], lo.data(),
+                                                        cands, cnt, known_k, known_s);
+      const int64_t bi =
+          kept == 1 ? cands[0] : rerank(x + r * D, cb.raw, D, cands, kept, known_k, known_s);
       out[r] = cb.canon[bi];
       finish(r);
     }
   });
-  int64_t cand_total = 0;
+  int64_t cand_total = 0, cand_max = 0;
   s.ov_rows.clear();
   for (int64_t r = 0; r < n; ++r) {
     const int64_t cnt = s.cand_count[r];
     cand_total += std::min(cnt, K);
+    cand_max = std::max(cand_max, std::min(cnt, K));
     if (cnt > cap || cnt == 0) s.ov_rows.push_back(r);
   }
   g_rows += n;
   g_cands += cand_total;
+  for (int64_t prev = g_max_cands.load(); prev < cand_max &&
+                                          !g_max_cands.compare_exchange_weak(prev, cand_max);) {
+  }
   if (!s.ov_rows.empty()) {
     const int64_t no = static_cast<int64_t>(s.ov_rows.size());
     g_overflow += no;
@@ -249,8 +372,8 @@ struct Workspace {
 
   size_t bytes() const {
     return 4 * (s.a.capacity() + s.dots.capacity() + s.best.capacity() + s.ov_a.capacity() +
-                res.capacity()) +
-           2 * (s.a16.capacity() + s.s16.capacity()) +
+                res.capacity() + s.ascale.capacity() + s.s32.capacity()) +
+           2 * (s.a16.capacity() + s.s16.capacity()) + s.a8.capacity() +
            8 * (s.norms.capacity() + s.bidx.capacity() + s.cands.capacity() +
                 s.cand_count.capacity() + s.ov_rows.capacity() + s.ov_idx.capacity() +
                 idx.capacity());
@@ -276,6 +399,10 @@ struct WorkspaceLease {
 void size_scratch(Scratch& s, int64_t bm, int64_t D, Precision p) {
   if (p == Precision::kExact) {
     s.a.resize(static_cast<size_t>(bm * D));
+  } else if (is_int8(p)) {
+    s.a8.resize(static_cast<size_t>(bm * int8_stride(D)));
+    s.ascale.resize(static_cast<size_t>(bm));
+    s.norms.resize(static_cast<size_t>(3 * bm));
   } else {
     s.a16.resize(static_cast<size_t>(bm * D));
     s.norms.resize(static_cast<size_t>(3 * bm));
@@ -284,14 +411,15 @@ void size_scratch(Scratch& s, int64_t bm, int64_t D, Precision p) {
 
 }  // namespace
 
-PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, bool need_bf16) {
+PreparedCodebook prepare_codebook(const float* codes, int64_t K, int64_t D, Precision p) {
   PreparedCodebook cb;
-  prepare_codebook_into(cb, codes, K, D, need_bf16);
+  prepare_codebook_into(cb, codes, K, D, p);
   return cb;
 }
 
 void prepare_codebook_into(PreparedCodebook& cb, const float* codes, int64_t K, int64_t D,
-                           bool need_bf16) {
+                           Precision p) {
+  cb.screen = p == Precision::kBf16 ? Precision::kCertified : p;
   cb.K = K;
   cb.D = D;
   cb.raw = codes;
@@ -328,23 +456,34 @@ void prepare_codebook_into(PreparedCodebook& cb, const float* codes, int64_t K, 
         i > 0 && std::equal(codes + k * D, codes + (k + 1) * D, codes + order[i - 1] * D);
     cb.canon[k] = same_as_prev ? cb.canon[order[i - 1]] : k;
   }
-  if (need_bf16) {
+  if (is_screened(p)) {
     // Per-code coefficients of the screening bound; derivation in docs/certified.md.
     const double Dd = static_cast<double>(D), g = Dd * kV / (1 - Dd * kV);
-    cb.cc_bf16.resize(static_cast<size_t>(K * D));
+    const bool i8 = is_int8(p);
+    cb.dp = int8_stride(D);
+    if (i8) {
+      cb.cc_i8.resize(static_cast<size_t>(K * cb.dp));
+      cb.cs.resize(static_cast<size_t>(K));
+    } else {
+      cb.cc_bf16.resize(static_cast<size_t>(K * D));
+    }
     cb.sp.resize(static_cast<size_t>(K));
     cb.sq.resize(static_cast<size_t>(K));
     cb.sw.resize(static_cast<size_t>(K));
     cb.cn_screen.resize(static_cast<size_t>(K));
     for (int64_t k = 0; k < K; ++k) cb.cn_screen[k] = cb.canon[k] == k ? cb.cn[k] : kInf;
     for (int64_t k = 0; k < K; ++k) {
-      double nb[3];  // ||b||^2, ||bf16(b)||^2, ||b - bf16(b)||^2 of the centred code b = c_k - mu
-      centre_row(cb.cc.data() + k * D, zero.data(), D, nullptr, cb.cc_bf16.data() + k * D, nb);
+      double nb[3];  // ||b||^2, ||b~||^2, ||b - b~||^2 of the centred code b = c_k - mu
+      if (i8)
+        quantize_row_i8(cb.cc.data() + k * D, zero.data(), D, cb.dp, cb.cc_i8.data() + k * cb.dp,
+                        cb.cs.data() + k, nb);
+      else
+        centre_row(cb.cc.data() + k * D, zero.data(), D, nullptr, cb.cc_bf16.data() + k * D, nb);
       const double b = norm_upper(nb[0], D), bbar = norm_upper(nb[1], D),
-                   eb = norm_upper(nb[2], D);
+                   eb = norm_upper(nb[2], i8 ? D + 2 : D);
       cb.bmax = std::max(cb.bmax, b);
       cb.sp[k] = round_up(kF * 2 * b);
-      cb.sq[k] = round_up(kF * 2 * (eb + g * bbar));
+      cb.sq[k] = round_up(kF * 2 * (eb + (i8 ? 0.0 : g * bbar)));
       cb.sw[k] = round_up(kF * 7 * kV * b * b);
     }
   }
@@ -353,14 +492,13 @@ void prepare_codebook_into(PreparedCodebook& cb, const float* codes, int64_t K, 
 void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precision p,
                   int64_t* indices, float* sqdist) {
   const int64_t D = cb.D, bm = std::min(N, block_rows(cb.K, D, p));
-  const bool bf16 = p != Precision::kExact;
   WorkspaceLease lease;
   Scratch& s = lease.w.s;
   size_scratch(s, bm, D, p);
   for (int64_t r0 = 0; r0 < N; r0 += bm) {
     const int64_t n = std::min(bm, N - r0);
     const float* xb = x + r0 * D;
-    prep_block(xb, cb.mu.data(), n, D, bf16, s);
+    prep_block(xb, cb.mu.data(), n, D, p, s);
     search_block(cb, xb, n, p, s, indices + r0, [](int64_t) {});
   }
   if (sqdist)
@@ -373,7 +511,6 @@ void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precisi
 void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& cbs, Precision p,
                 int64_t* indices, float* quantized) {
   const int64_t Q = static_cast<int64_t>(cbs.size()), D = cbs[0].D;
-  const bool bf16 = p != Precision::kExact;
   int64_t bm = N;
   for (const auto& cb : cbs) bm = std::min(bm, block_rows(cb.K, D, p));
   const int64_t nblocks = (N + bm - 1) / bm;
@@ -390,7 +527,7 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
     // Stage 0 reads the input rows directly; its residual step writes the first residual into
     // the block buffer, where it stays through the later stages (no copy of x).
     float* qb = quantized + r0 * D;
-    prep_block(x + r0 * D, cbs[0].mu.data(), n, D, bf16, s);
+    prep_block(x + r0 * D, cbs[0].mu.data(), n, D, p, s);
     for (int64_t q = 0; q < Q; ++q) {
       const PreparedCodebook& cb = cbs[q];
       const float* cur = q == 0 ? x + r0 * D : res.data();
@@ -403,9 +540,7 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
         int64_t* ir = indices + (r0 + r) * Q;
         ir[q] = idx[r];
         if (next_mu) {
-          residual_step(cur + r * D, res.data() + r * D, cb.raw + idx[r] * D, D, next_mu,
-                        bf16 ? nullptr : s.a.data() + r * D, bf16 ? s.a16.data() + r * D : nullptr,
-                        bf16 ? s.norms.data() + 3 * r : nullptr);
+          step_row(cur + r * D, res.data() + r * D, cb.raw + idx[r] * D, D, next_mu, p, s, r);
           return;
         }
         constexpr int64_t kStack = 64;
@@ -424,11 +559,27 @@ void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& 
   }
 }
 
+void screen_bounds(const float* x, int64_t N, const PreparedCodebook& cb, Precision p, float* lo,
+                   float* hi) {
+  const int64_t K = cb.K, D = cb.D;
+  Scratch s;
+  size_scratch(s, N, D, p);
+  prep_block(x, cb.mu.data(), N, D, p, s);
+  screen_gemm(cb, p, N, s);
+  for (int64_t r = 0; r < N; ++r) {
+    const ScreenRow row = screen_row_terms(cb, p, s, r);
+    screen_codes(cb, p, s, r, row, 0, K, lo + r * K);
+    float unused;
+    for (int64_t k = 0; k < K; ++k) hi[r * K + k] = screen_codes(cb, p, s, r, row, k, 1, &unused);
+  }
+}
+
 CertifiedStats certified_stats() {
   CertifiedStats s;
   s.rows = g_rows.load();
   s.overflow_rows = g_overflow.load();
   s.candidates = g_cands.load();
+  s.max_candidates = g_max_cands.load();
   return s;
 }
 
@@ -436,6 +587,7 @@ void reset_certified_stats() {
   g_rows = 0;
   g_overflow = 0;
   g_cands = 0;
+  g_max_cands = 0;
 }
 
 void set_candidate_cap(int64_t cap) { g_cap = std::max<int64_t>(cap, 0); }  // 0 = automatic

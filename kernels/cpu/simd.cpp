@@ -1,6 +1,7 @@
 // Scalar and AVX-512 versions of the search primitives, with one-time run-time dispatch.
 #include "cpu/simd.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -56,13 +57,14 @@ inline float screen_err(float d, const ScreenRow& row, float p, float q, float w
   return row.cu * std::fabs(d) + row.ea * p + row.abar * q + w + row.rc;
 }
 
-float screen_bounds_scalar(const uint16_t* dot, const float* cn, const float* p,
-                           const float* q, const float* w, const ScreenRow& row, int64_t n,
-                           float* lo) {
+// Shared body of the scalar screens: dot(k) gives the screened dot product of code k.
+template <class Dot>
+float screen_bounds_generic(const Dot& dot, const float* cn, const float* p, const float* q,
+                            const float* w, const ScreenRow& row, int64_t n, float* lo) {
   float m = kInf;
   bool nan = false;
   for (int64_t k = 0; k < n; ++k) {
-    const float d = bf16_to_f32(dot[k]);
+    const float d = dot(k);
     const float s = cn[k] - 2.0f * d, e = screen_err(d, row, p[k], q[k], w[k]);
     const float t = s + e;
     lo[k] = s - e;
@@ -70,6 +72,21 @@ float screen_bounds_scalar(const uint16_t* dot, const float* cn, const float* p,
     m = t < m ? t : m;
   }
   return nan ? std::numeric_limits<float>::quiet_NaN() : m;
+}
+
+float screen_bounds_scalar(const uint16_t* dot, const float* cn, const float* p,
+                           const float* q, const float* w, const ScreenRow& row, int64_t n,
+                           float* lo) {
+  return screen_bounds_generic([&](int64_t k) { return bf16_to_f32(dot[k]); }, cn, p, q, w, row,
+                               n, lo);
+}
+
+float screen_bounds_i8_scalar(const int32_t* dot, float rs, const float* cs, const float* cn,
+                              const float* p, const float* q, const float* w,
+                              const ScreenRow& row, int64_t n, float* lo) {
+  return screen_bounds_generic(
+      [&](int64_t k) { return (static_cast<float>(dot[k]) * rs) * cs[k]; }, cn, p, q, w, row, n,
+      lo);
 }
 
 int64_t collect_not_above_scalar(const float* lo, float m, int64_t n, int64_t* out,
@@ -119,6 +136,51 @@ void residual_step_scalar(const float* src, float* dst, const float* c, int64_t 
                           const float* mu, float* a, uint16_t* a16, double* norms) {
   for (int64_t i = 0; i < d; ++i) dst[i] = src[i] - c[i];
   centre_row_scalar(dst, mu, d, a, a16, norms);
+}
+
+// Scale and reciprocal of the int8 quantization of a row whose largest magnitude is amax. Zero,
+// tiny (below 2^-100: the reciprocal could overflow) and non-finite rows get scale 0: all their
+// codes are 0 and the whole row counts as quantization error (a non-finite one then forces the
+// exact path through its non-finite norms).
+inline void i8_scale(float amax, float& scale, float& inv) {
+  if (amax >= 0x1p-100f && amax <= std::numeric_limits<float>::max()) {
+    scale = amax / 127.0f;
+    inv = 127.0f / amax;
+  } else {
+    scale = inv = 0.0f;
+  }
+}
+
+inline float clamp127(float v) { return std::min(127.0f, std::max(-127.0f, v)); }
+
+void quantize_row_i8_scalar(const float* x, const float* mu, int64_t d, int64_t dp, int8_t* q,
+                            float* scale, double* norms) {
+  float amax = 0, s, inv;
+  for (int64_t i = 0; i < d; ++i) amax = std::max(amax, std::fabs(x[i] - mu[i]));
+  i8_scale(amax, s, inv);
+  double n0 = 0, n2 = 0;
+  int64_t nq = 0;
+  for (int64_t i = 0; i < d; ++i) {
+    const float v = x[i] - mu[i];
+    const int qi = static_cast<int>(clamp127(std::nearbyint(v * inv)));
+    q[i] = static_cast<int8_t>(qi);
+    const double e = static_cast<double>(v) - static_cast<double>(s) * qi;
+    n0 += static_cast<double>(v) * v;
+    n2 += e * e;
+    nq += qi * qi;
+  }
+  for (int64_t i = d; i < dp; ++i) q[i] = 0;
+  *scale = s;
+  norms[0] = n0;
+  norms[1] = static_cast<double>(s) * s * static_cast<double>(nq);
+  norms[2] = n2;
+}
+
+void residual_step_i8_scalar(const float* src, float* dst, const float* c, int64_t d,
+                             const float* mu, int64_t dp, int8_t* q, float* scale,
+                             double* norms) {
+  for (int64_t i = 0; i < d; ++i) dst[i] = src[i] - c[i];
+  quantize_row_i8_scalar(dst, mu, d, dp, q, scale, norms);
 }
 
 float sqdist_f32_scalar(const float* a, const float* b, int64_t d) {
@@ -237,27 +299,30 @@ struct ScreenVecs {
         rc(_mm512_set1_ps(row.rc)) {}
 };
 
-// Screened scores ‖c‖² − 2·dot of 16 codes from their bf16 dots, and (in err) their error bounds.
-RVQ_AVX512 inline __m512 screen_score16(const uint16_t* dot, const float* cn, const float* p,
+// Screened scores ‖c‖² − 2·d of 16 codes from their dot products d, and (in err) their error
+// bounds.
+RVQ_AVX512 inline __m512 screen_score16(__m512 d, const float* cn, const float* p,
                                         const float* q, const float* w, const ScreenVecs& v,
                                         __mmask16 m, __m512& err) {
-  __m512 d = load_bf16x16(dot, m);
   __m512 e = _mm512_fmadd_ps(v.ab, _mm512_maskz_loadu_ps(m, q), _mm512_add_ps(_mm512_maskz_loadu_ps(m, w), v.rc));
   e = _mm512_fmadd_ps(v.ea, _mm512_maskz_loadu_ps(m, p), e);
   err = _mm512_fmadd_ps(v.cu, _mm512_abs_ps(d), e);
   return _mm512_fnmadd_ps(_mm512_set1_ps(2.0f), d, _mm512_maskz_loadu_ps(m, cn));
 }
 
-RVQ_AVX512 float screen_bounds_avx512(const uint16_t* dot, const float* cn, const float* p,
-                                      const float* q, const float* w, const ScreenRow& row,
-                                      int64_t n, float* lo) {
+// Shared body of the AVX-512 screens: load(k, mask) gives the dot products of codes k..k+15.
+template <class Load>
+RVQ_AVX512 inline float screen_bounds_avx512_generic(const Load& load, const float* cn,
+                                                     const float* p, const float* q,
+                                                     const float* w, const ScreenRow& row,
+                                                     int64_t n, float* lo) {
   const ScreenVecs v(row);
   __m512 vmin = _mm512_set1_ps(kInf);
   __mmask16 nan = 0;
   for (int64_t k = 0; k < n; k += 16) {
     __mmask16 m = tail_mask(n - k);
     __m512 e;
-    __m512 s = screen_score16(dot + k, cn + k, p + k, q + k, w + k, v, m, e);
+    __m512 s = screen_score16(load(k, m), cn + k, p + k, q + k, w + k, v, m, e);
     __m512 t = _mm512_add_ps(s, e);
     _mm512_mask_storeu_ps(lo + k, m, _mm512_sub_ps(s, e));
     nan |= _mm512_mask_cmp_ps_mask(m, t, t, _CMP_UNORD_Q);
@@ -265,6 +330,27 @@ RVQ_AVX512 float screen_bounds_avx512(const uint16_t* dot, const float* cn, cons
   }
   if (nan) return std::numeric_limits<float>::quiet_NaN();
   return _mm512_reduce_min_ps(vmin);
+}
+
+RVQ_AVX512 float screen_bounds_avx512(const uint16_t* dot, const float* cn, const float* p,
+                                      const float* q, const float* w, const ScreenRow& row,
+                                      int64_t n, float* lo) {
+  return screen_bounds_avx512_generic(
+      [&](int64_t k, __mmask16 m) RVQ_AVX512 { return load_bf16x16(dot + k, m); }, cn, p, q, w,
+      row, n, lo);
+}
+
+RVQ_AVX512 float screen_bounds_i8_avx512(const int32_t* dot, float rs, const float* cs,
+                                         const float* cn, const float* p, const float* q,
+                                         const float* w, const ScreenRow& row, int64_t n,
+                                         float* lo) {
+  const __m512 vrs = _mm512_set1_ps(rs);
+  return screen_bounds_avx512_generic(
+      [&](int64_t k, __mmask16 m) RVQ_AVX512 {
+        const __m512 pf = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, dot + k));
+        return _mm512_mul_ps(_mm512_mul_ps(pf, vrs), _mm512_maskz_loadu_ps(m, cs + k));
+      },
+      cn, p, q, w, row, n, lo);
 }
 
 RVQ_AVX512 int64_t collect_not_above_avx512(const float* lo, float mval, int64_t n, int64_t* out,
@@ -342,6 +428,58 @@ RVQ_AVX512 void residual_step_avx512(const float* src, float* dst, const float* 
   if (a16) acc.store(norms);
 }
 
+// Second pass of the int8 quantization (see quantize_row_i8), given max_i |x_i - mu_i|.
+RVQ_AVX512 void quantize_i8_pass_avx512(const float* x, const float* mu, int64_t d, int64_t dp,
+                                        float amax, int8_t* q, float* scale, double* norms) {
+  float s, inv;
+  i8_scale(amax, s, inv);
+  const __m512 vs = _mm512_set1_ps(s), vinv = _mm512_set1_ps(inv),
+               lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  __m512 n0 = _mm512_setzero_ps(), n2 = _mm512_setzero_ps();
+  __m512i nq = _mm512_setzero_si512();
+  for (int64_t i = 0; i < d; i += 16) {
+    const __mmask16 m = tail_mask(d - i);
+    const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, mu + i));
+    __m512 qf = _mm512_roundscale_ps(_mm512_mul_ps(v, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    qf = _mm512_min_ps(_mm512_max_ps(qf, lo), hi);  // max_ps returns lo for a NaN lane
+    const __m512i qi = _mm512_cvtps_epi32(qf);
+    _mm_mask_storeu_epi8(q + i, m, _mm512_cvtepi32_epi8(qi));
+    const __m512 e = _mm512_fnmadd_ps(vs, qf, v);  // a_i - s q_i, one rounding
+    n0 = _mm512_fmadd_ps(v, v, n0);
+    n2 = _mm512_fmadd_ps(e, e, n2);
+    nq = _mm512_add_epi32(nq, _mm512_mullo_epi32(qi, qi));  // exact: d * 127^2 < 2^31
+  }
+  for (int64_t i = d; i < dp; ++i) q[i] = 0;
+  *scale = s;
+  norms[0] = _mm512_reduce_add_ps(n0);
+  norms[1] = static_cast<double>(s) * s * static_cast<double>(_mm512_reduce_add_epi32(nq));
+  norms[2] = _mm512_reduce_add_ps(n2);
+}
+
+RVQ_AVX512 void quantize_row_i8_avx512(const float* x, const float* mu, int64_t d, int64_t dp,
+                                       int8_t* q, float* scale, double* norms) {
+  __m512 vmax = _mm512_setzero_ps();
+  for (int64_t i = 0; i < d; i += 16) {
+    const __mmask16 m = tail_mask(d - i);
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i),
+                                                           _mm512_maskz_loadu_ps(m, mu + i))));
+  }
+  quantize_i8_pass_avx512(x, mu, d, dp, _mm512_reduce_max_ps(vmax), q, scale, norms);
+}
+
+RVQ_AVX512 void residual_step_i8_avx512(const float* src, float* dst, const float* c, int64_t d,
+                                        const float* mu, int64_t dp, int8_t* q, float* scale,
+                                        double* norms) {
+  __m512 vmax = _mm512_setzero_ps();
+  for (int64_t i = 0; i < d; i += 16) {
+    const __mmask16 m = tail_mask(d - i);
+    const __m512 r = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, src + i), _mm512_maskz_loadu_ps(m, c + i));
+    _mm512_mask_storeu_ps(dst + i, m, r);
+    vmax = _mm512_max_ps(vmax, _mm512_abs_ps(_mm512_sub_ps(r, _mm512_maskz_loadu_ps(m, mu + i))));
+  }
+  quantize_i8_pass_avx512(dst, mu, d, dp, _mm512_reduce_max_ps(vmax), q, scale, norms);
+}
+
 RVQ_AVX512 void sum_rows_avx512(float* out, const float* const* rows, int64_t n, int64_t d) {
   for (int64_t i = 0; i < d; i += 16) {
     __mmask16 m = tail_mask(d - i);
@@ -390,6 +528,9 @@ struct Dispatch {
   decltype(&argmin_f32_scalar) argmin_f32 = argmin_f32_scalar;
   decltype(&argmin_bf16_scalar) argmin_bf16 = argmin_bf16_scalar;
   decltype(&screen_bounds_scalar) screen_bounds = screen_bounds_scalar;
+  decltype(&screen_bounds_i8_scalar) screen_bounds_i8 = screen_bounds_i8_scalar;
+  decltype(&quantize_row_i8_scalar) quantize_i8 = quantize_row_i8_scalar;
+  decltype(&residual_step_i8_scalar) residual_i8 = residual_step_i8_scalar;
   decltype(&collect_not_above_scalar) collect = collect_not_above_scalar;
   decltype(&residual_step_scalar) residual = residual_step_scalar;
   decltype(&sum_rows_scalar) sum_rows = sum_rows_scalar;
@@ -405,6 +546,9 @@ struct Dispatch {
     argmin_f32 = argmin_f32_scalar;
     argmin_bf16 = argmin_bf16_scalar;
     screen_bounds = screen_bounds_scalar;
+    screen_bounds_i8 = screen_bounds_i8_scalar;
+    quantize_i8 = quantize_row_i8_scalar;
+    residual_i8 = residual_step_i8_scalar;
     collect = collect_not_above_scalar;
     residual = residual_step_scalar;
     sum_rows = sum_rows_scalar;
@@ -419,6 +563,9 @@ struct Dispatch {
       argmin_f32 = argmin_f32_avx512;
       argmin_bf16 = argmin_bf16_avx512;
       screen_bounds = screen_bounds_avx512;
+      screen_bounds_i8 = screen_bounds_i8_avx512;
+      quantize_i8 = quantize_row_i8_avx512;
+      residual_i8 = residual_step_i8_avx512;
       collect = collect_not_above_avx512;
       residual = residual_step_avx512;
       sum_rows = sum_rows_avx512;
@@ -452,6 +599,22 @@ void argmin_update_bf16(const uint16_t* dot, const float* cn, int64_t n, int64_t
 float screen_bounds_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
                          const float* w, const ScreenRow& row, int64_t n, float* lo) {
   return dispatch().screen_bounds(dot, cn, p, q, w, row, n, lo);
+}
+
+float screen_bounds_i8(const int32_t* dot, float row_scale, const float* code_scale,
+                       const float* cn, const float* p, const float* q, const float* w,
+                       const ScreenRow& row, int64_t n, float* lo) {
+  return dispatch().screen_bounds_i8(dot, row_scale, code_scale, cn, p, q, w, row, n, lo);
+}
+
+void quantize_row_i8(const float* x, const float* mu, int64_t d, int64_t dp, int8_t* q,
+                     float* scale, double* norms) {
+  dispatch().quantize_i8(x, mu, d, dp, q, scale, norms);
+}
+
+void residual_step_i8(const float* src, float* dst, const float* c, int64_t d, const float* mu,
+                      int64_t dp, int8_t* q, float* scale, double* norms) {
+  dispatch().residual_i8(src, dst, c, d, mu, dp, q, scale, norms);
 }
 
 int64_t collect_not_above(const float* lo, float m, int64_t n, int64_t* out, int64_t cap) {

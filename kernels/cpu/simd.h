@@ -34,6 +34,13 @@ struct ScreenRow {
 float screen_bounds_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
                          const float* w, const ScreenRow& row, int64_t n, float* lo);
 
+// Same for the int8 screen: dot holds the exact int32 products P_k of the quantized row and codes;
+// the screened dot product is fl(fl(float(P_k) * row_scale) * code_scale[k]) and the rest is as
+// above (docs/certified.md, "int8 screen").
+float screen_bounds_i8(const int32_t* dot, float row_scale, const float* code_scale,
+                       const float* cn, const float* p, const float* q, const float* w,
+                       const ScreenRow& row, int64_t n, float* lo);
+
 // Write (up to `cap`) the indices k with lo[k] <= m (or where that comparison is unordered, i.e.
 // NaN) in increasing order into `out`; return how many codes qualified in total (may exceed
 // `cap`, in which case the row overflows).
@@ -47,10 +54,24 @@ int64_t collect_not_above(const float* lo, float m, int64_t n, int64_t* out, int
 void centre_row(const float* x, const float* mu, int64_t d, float* a, uint16_t* a16,
                 double* norms);
 
+// Per-row symmetric int8 quantization of a = x - mu (fp32, one rounding per element): scale =
+// max_i |a_i| / 127 (0 for a zero row, or when that maximum is below 2^-100, so no reciprocal
+// overflows), q_i = clamp(round(a_i * 127 / max|a|), -127, 127), stored in q[0..d); q[d..dp) are
+// zeroed (padding). norms = {||a||^2, scale^2 * sum q_i^2, ||a - scale q||^2}: the first and last
+// within gamma_{d+2} relative plus d 2^-149 absolute of the exact values (each error term
+// a_i - scale q_i is one fused multiply-add, relative error v), the middle exact up to one fp64
+// rounding (sum q_i^2 is an exact integer).
+void quantize_row_i8(const float* x, const float* mu, int64_t d, int64_t dp, int8_t* q,
+                     float* scale, double* norms);
+
 // One fused pass of an RVQ stage's row update: dst = src - c, then centre_row(dst, mu, d, a, a16,
 // norms) on the updated residual. src may equal dst (in place); otherwise they must not overlap.
 void residual_step(const float* src, float* dst, const float* c, int64_t d, const float* mu,
                    float* a, uint16_t* a16, double* norms);
+
+// dst = src - c (src may equal dst), then quantize_row_i8(dst, mu, ...).
+void residual_step_i8(const float* src, float* dst, const float* c, int64_t d, const float* mu,
+                      int64_t dp, int8_t* q, float* scale, double* norms);
 
 // out = ((rows[0] + rows[1]) + rows[2]) + ... (n >= 1 rows of d floats, summed left to right in
 // fp32, the order a running per-stage accumulation would use).

@@ -3,27 +3,98 @@
 Importing this module raises ImportError when the extension is not built; the backend registry
 records that and ``backend="auto"`` falls back to the reference with one warning.
 
-Precisions: ``"exact"`` (fp32 GEMM tiles + fused arg-min), ``"certified"`` (bf16 screening with a
-rigorous error bound, fp64 re-rank of the surviving candidates; returns the exact answer — see
-docs/certified.md) and ``"bf16"`` (screening only: approximate, fastest).
+Precisions: ``"exact"`` (fp32 GEMM tiles + fused arg-min); the certified modes, which screen all
+distances in low precision with a rigorous error bound and re-rank the surviving candidates
+exactly, so they return the exact answer (docs/certified.md): ``"certified-bf16"`` (bf16 GEMM),
+``"certified-int8"`` (per-row symmetric int8 quantization, exact int32 GEMM through oneDNN:
+VNNI / AMX where present) and ``"certified"`` (whichever of the two :func:`choose_certified`
+measures faster for the shape and CPU); and ``"bf16"`` (screening only: approximate, fastest).
 """
 from __future__ import annotations
+
+import functools
 
 from .. import _C  # ImportError here means "not built": the registry records why
 from . import register_extension
 
-__all__ = ["certified_stats", "reset_certified_stats", "set_candidate_cap", "simd_level"]
+__all__ = [
+    "certified_stats",
+    "reset_certified_stats",
+    "set_candidate_cap",
+    "simd_level",
+    "choose_certified",
+    "int8_screen_available",
+    "clear_codebook_cache",
+]
 
-nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension("cpu", _C, ("exact", "certified", "bf16"))
+nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension(
+    "cpu", _C, ("exact", "certified", "certified-bf16", "certified-int8", "bf16")
+)
+
+# Crossovers measured on an AMD EPYC (Zen 4, 2 cores, AVX512-BF16 + AVX512-VNNI, no AMX), N=3136,
+# Q=6, in thread CPU time of single-threaded runs (wall time on the shared machine was too noisy):
+# see docs/certified.md "Choosing the screen". Below AUTO_MIN_DIM "auto" stays exact (at D=32 the
+# screens only tie with it). From INT8_MIN_DIM on the int8 screen beats bf16 despite its looser
+# bound (at D=64 they tie; K=512: D=128 18.1 vs 21.8 ms, D=512 47.8 vs 64.7 ms).
+AUTO_MIN_DIM = 64
+INT8_MIN_DIM = 128
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            line = next((ln for ln in f if ln.startswith("flags")), "")
+    except OSError:
+        return frozenset()
+    return frozenset(line.split(":", 1)[-1].split())
+
+
+def _has_int8_dot() -> bool:
+    return bool(_cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _has_bf16_dot() -> bool:
+    return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def int8_screen_available(dim: int) -> bool:
+    """Whether ``"certified-int8"`` really screens in int8 for vectors of ``dim``.
+
+    It needs an int8 GEMM that returned exact int32 sums on a saturation probe (checked once) and
+    ``dim <= 32768`` (int32 sums must not wrap). Otherwise ``"certified-int8"`` runs the bf16
+    screen, with the same exact answers.
+    """
+    return bool(_C.int8_screen_ok(int(dim)))
+
+
+def choose_certified(dim: int | None, num_codes: int | None = None, for_auto: bool = False) -> str:
+    """The certified screen to use for vectors of ``dim`` against ``num_codes`` codes.
+
+    Returns ``"certified-int8"`` where the CPU has int8 dot-product instructions (VNNI / AMX) and
+    ``dim >= INT8_MIN_DIM``, else ``"certified-bf16"``. With ``for_auto`` (``precision="auto"``)
+    it returns ``"exact"`` below ``AUTO_MIN_DIM`` or without bf16 / int8 dot-product units, where
+    no screen is faster than the exact search. ``num_codes`` is accepted for future crossovers;
+    the measured ones depend on ``dim`` only (docs/certified.md).
+    """
+    d = 1 << 30 if dim is None else int(dim)
+    int8 = _has_int8_dot() and d >= INT8_MIN_DIM and int8_screen_available(min(d, 32768))
+    if for_auto and (d < AUTO_MIN_DIM or not (int8 or _has_bf16_dot())):
+        return "exact"
+    return "certified-int8" if int8 else "certified-bf16"
+
+
+nearest_code.choose_certified = rvq_encode.choose_certified = choose_certified
 
 
 def certified_stats() -> dict[str, float]:
-    """Counters of the certified search since the last :func:`reset_certified_stats`.
+    """Counters of the certified search (both screens) since the last :func:`reset_certified_stats`.
 
     Returns:
         ``{"rows": row searches screened, "overflow_rows": rows whose candidate set exceeded the
         cap and were searched exactly instead, "candidates": total candidates re-ranked,
-        "mean_candidates": candidates / rows}``. A row of an ``rvq_encode`` counts once per stage.
+        "mean_candidates": candidates / rows, "max_candidates": the largest candidate count of a
+        row (capped at K)}``. A row of an ``rvq_encode`` counts once per stage.
     """
     return dict(_C.certified_stats())
 
@@ -44,7 +115,15 @@ def set_candidate_cap(cap: int) -> None:
     _C.set_candidate_cap(cap)
 
 
+def clear_codebook_cache() -> None:
+    """Forget the prepared codebooks (centred, quantized copies and bound coefficients).
+
+    The cache is keyed by the codes' bytes, so it never serves stale codes; clearing it only
+    matters to measure the preparation cost.
+    """
+    _C.clear_codebook_cache()
+
+
 def simd_level() -> str:
     """``"avx512"`` or ``"scalar"``: which vector kernels this CPU runs."""
     return _C.simd_level()
-
