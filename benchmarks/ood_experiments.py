@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--steps", type=int, required=True)
     a.add_argument("--model", default="posecode_rvq")
     a.add_argument("--augment", default="")
+    a.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="extra training setting, e.g. --set splice_fraction=0")
     a.add_argument("--out", required=True)
     r = sub.add_parser("run")
     r.add_argument("run")
@@ -41,8 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if args.cmd == "lofo":
         fam = None if args.family == "none" else args.family
-        over = {"augment": args.augment} if args.augment else None
-        res = ood.lofo_experiment(root, fam, out, steps=args.steps, model=args.model, overrides=over)
+        over = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        if args.augment:
+            over["augment"] = args.augment
+        res = ood.lofo_experiment(root, fam, out, steps=args.steps, model=args.model,
+                                  overrides=over or None)
     else:
         from rvqfast.models.tokenizer import MotionTokenizer
         tok = MotionTokenizer.load(args.run).eval()

@@ -134,3 +134,18 @@ def test_mirrored_copy_and_sweeps_reach_full_flexion(tmp_path):
     assert seen, "no sweep reached full knee or elbow flexion"
     with pytest.raises(ValueError, match="actions"):
         generate_motion(0, 0, ["moonwalk"])
+
+
+def test_unreachable_categories_and_coverage_count(tmp_path):
+    from rvqfast.data.synthetic.coverage import category_counts, unreachable_categories
+    # Only a hand 0.6+ m from its own shoulder is impossible on the canonical skeleton
+    # (upper arm 0.27 + forearm 0.25 + hand 0.08 = 0.60 m).
+    got = unreachable_categories()
+    assert sorted({s for s, _ in got}) == ["distance:left_hand-left_shoulder",
+                                           "distance:right_hand-right_shoulder"]
+    assert len(got) == 6 and all(lab != "0.5-0.6 m apart" for _, lab in got)
+    root = generate_dataset(tmp_path / "d", n_motions=6, seed=0)
+    counts = category_counts(root, "train")
+    frames = sum(np.load(root / "new_joints" / f"{n}.npy").shape[0]
+                 for n in (root / "train.txt").read_text().split())
+    assert counts.shape == (392,) and counts.sum() == 70 * frames

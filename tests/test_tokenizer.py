@@ -24,10 +24,13 @@ def _motion_features(b: int, t: int, seed: int = 0) -> torch.Tensor:
     from rvqfast.motion.features import joints_to_features
 
     out = []
-    for k in range(b):
+    k = 0
+    while len(out) < b:  # the first b motions with at least t feature frames
         f = joints_to_features(generate_motion(seed, k).joints)
-        assert f.shape[0] >= t
-        out.append(f[:t])
+        k += 1
+        if f.shape[0] >= t:
+            out.append(f[:t])
+        assert k < 10 * b, "the generator keeps making motions shorter than t"
     return torch.from_numpy(np.stack(out))
 
 
@@ -230,13 +233,18 @@ def test_save_load_roundtrip_and_errors(raw, trained, tmp_path):
     cfg["tokenizer"]["width"] = 32
     cfg["tokenizer"]["bogus"] = 1
     (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(CheckpointError, match=r"config\.json: invalid tokenizer settings.*unknown keys"):
         MotionTokenizer.load(tmp_path / "run")
     del cfg["tokenizer"]["bogus"]
     (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
     # truncated weights
     w = (tmp_path / "run" / "model.safetensors").read_bytes()
     (tmp_path / "run" / "model.safetensors").write_bytes(w[: len(w) // 2])
+    with pytest.raises(CheckpointError, match="sha256 .* does not match .*damaged"):
+        MotionTokenizer.load(tmp_path / "run")
+    # without the recorded checksum the safetensors reader itself reports the truncation
+    del cfg["weights"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="corrupt"):
         MotionTokenizer.load(tmp_path / "run")
     with pytest.raises(FileNotFoundError, match="config.json"):
