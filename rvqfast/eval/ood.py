@@ -296,6 +296,7 @@ def lofo_experiment(data_root: str | Path, family: str | None, out: str | Path, 
         names = (split_dir / "train.txt").read_text().split()
         write_stats(split_dir, [np.load(Path(data_root) / "new_joint_vecs" / f"{n}.npy") for n in names])
         sizes["train"] = len(names)
+        sizes["val"] = len((split_dir / "val.txt").read_text().split())
     run = out / "run"
     if not (run / "model.safetensors").is_file():
         cfg = build_config(preset, None, {"data": str(split_dir), "out": str(run), "steps": steps,

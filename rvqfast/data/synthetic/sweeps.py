@@ -50,17 +50,22 @@ def _channel(t, rng, lo, hi, dur, hold_p=0.3):
     return mj_keys(t, ts, vals)
 
 
+def _drive_limb(s, t, rng, dur, ranges: dict, joint: dict, side_sign: float) -> None:
+    """Drive every (joint, axis) channel of one limb through random targets in its range. The
+    channels share key times so the limb moves as one reach, not as independent motors; Y and
+    Z angles flip sign on the right side (mirror)."""
+    ts = random_key_times(rng, dur)
+    for (name, ax), (lo, hi) in ranges.items():
+        vals = _targets(rng, lo, hi, len(ts))
+        vals[0] = np.clip(0.0, lo, hi)
+        sign = side_sign if ax in (Y, Z) else 1.0
+        s.ang[:, joint[name], ax] = sign * mj_keys(t, ts, vals)
+
+
 def _arm(s, t, rng, dur, left: bool):
     g = 1.0 if left else -1.0
     sh, elb, col = (L_SH, L_ELB, L_COLLAR) if left else (R_SH, R_ELB, R_COLLAR)
-    joint = {"sh": sh, "elb": elb, "col": col}
-    ts = random_key_times(rng, dur)
-    # Shoulder channels share key times so the arm moves as one reach, not three motors.
-    for (name, ax), (lo, hi) in ARM_RANGE.items():
-        vals = _targets(rng, lo, hi, len(ts))
-        vals[0] = np.clip(0.0, lo, hi)
-        sign = g if ax in (Y, Z) else 1.0
-        s.ang[:, joint[name], ax] = sign * mj_keys(t, ts, vals)
+    _drive_limb(s, t, rng, dur, ARM_RANGE, {"sh": sh, "elb": elb, "col": col}, g)
     side = "left" if left else "right"
     a = s.ang
     if (g * a[:, sh, Z]).max() > 2.3 or a[:, sh, X].min() < -2.5:
@@ -77,13 +82,7 @@ def _arm(s, t, rng, dur, left: bool):
 def _free_leg(s, t, rng, dur, left: bool):
     g = 1.0 if left else -1.0
     hip, knee, ankle = (L_HIP, L_KNEE, L_ANKLE) if left else (R_HIP, R_KNEE, R_ANKLE)
-    joint = {"hip": hip, "knee": knee, "ankle": ankle}
-    ts = random_key_times(rng, dur)
-    for (name, ax), (lo, hi) in LEG_RANGE.items():
-        vals = _targets(rng, lo, hi, len(ts))
-        vals[0] = np.clip(0.0, lo, hi)
-        sign = g if ax in (Y, Z) else 1.0
-        s.ang[:, joint[name], ax] = sign * mj_keys(t, ts, vals)
+    _drive_limb(s, t, rng, dur, LEG_RANGE, {"hip": hip, "knee": knee, "ankle": ankle}, g)
     side = "left" if left else "right"
     a = s.ang
     if a[:, knee, X].max() > 2.7:
