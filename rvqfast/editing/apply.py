@@ -225,7 +225,7 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
     blended = sol.blended(act_joints, act_w)
     inside = act_w >= 1.0
     per_slot = sol.met[inside].double().mean(0)
-    bad = [f"{s}={requested[s]!r} met on {float(r):.0%} of the requested frames"
+    bad = [f"{s}={requested[s]!r} met on {float(r):.1%} of the requested frames"
            for s, r in zip(targets, per_slot) if r < 1]
     if bad:
         warnings.warn("edit: the pose cannot reach every request on every frame "

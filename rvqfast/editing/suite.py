@@ -65,11 +65,12 @@ def _mean(rows: list[dict], key: str) -> float | None:
 
 def run_suite(tokenizer, features: list[np.ndarray], *, requests=None, residual: str = "requantize",
               modes=MODES, evaluator=None, fid_reference: list[np.ndarray] | None = None,
-              progress: bool = True, **edit_kwargs) -> dict:
+              progress: bool = True, keep_edits: bool = False, **edit_kwargs) -> dict:
     """Run the suite on RAW test ``features`` (each cropped to a multiple of 4 frames).
 
     Returns {"requests": [per request and mode: means], "summary": {mode: means over requests},
-    ...}; with ``evaluator`` and ``fid_reference`` (the test set's RAW features) also FIDs.
+    ...}; with ``evaluator`` and ``fid_reference`` (the test set's RAW features) also FIDs;
+    ``keep_edits`` adds the edited motions ({mode: [features]}) under "edited".
     """
     requests = list(SUITE if requests is None else requests)
     # A request the training data never showed is recorded as a warning in its row, not fatal.
@@ -99,12 +100,14 @@ def run_suite(tokenizer, features: list[np.ndarray], *, requests=None, residual:
                 f"{r['mode']} success {r['success']:.2f} (pre {r['pre_edit_success']:.2f}) "
                 f"unrelated {r['unrelated_preservation']:.2f}" for r in last) + f"  [{time.time() - t0:.0f} s]",
                 flush=True)
-    keys = [k for k in rows[0] if isinstance(rows[0][k], float)]
+    keys = list(dict.fromkeys(k for r in rows for k, v in r.items() if isinstance(v, float)))
     summary = {m: {k: _mean([r for r in rows if r["mode"] == m], k) for k in keys} for m in modes}
     out = {"requests": rows, "summary": summary, "residual": residual, "motions": len(feats),
            "seconds": time.time() - t0}
     if evaluator is not None and fid_reference is not None:
         out["fid"] = suite_fid(evaluator, fid_reference, edited_by_mode, tokenizer)
+    if keep_edits:
+        out["edited"] = edited_by_mode
     return out
 
 
