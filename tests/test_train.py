@@ -113,7 +113,7 @@ def test_train_writes_run_folder_only(tiny_data, tmp_path, monkeypatch):
     assert res.step == 3 and not res.interrupted
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["checkpoints", "config.json", "log.jsonl", "model.safetensors", "recon.gif"]
+    assert names == ["checkpoints", "config.json", "log.jsonl", "model.safetensors", "posecode_bank.npy", "recon.gif"]
     assert not [p for p in (out / "checkpoints").iterdir() if p.suffix != ".safetensors"]  # no temp files left
     assert "val_loss" in res.val and np.isfinite(res.val["val_loss"])
     recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
