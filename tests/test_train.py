@@ -242,3 +242,12 @@ def test_two_process_ddp(tiny_data, tmp_path):
     assert bool(s0["rvq.initted"].all())
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert len(_losses(tmp_path / "run")) == 4
+
+
+def test_augment_flags_reach_the_config(capsys):
+    from rvqfast.train.__main__ import main
+    assert main(["--print-config", "--augment", "mirror,noise", "--augment-fraction", "0.5"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["augment"] == "mirror,noise" and cfg["augment_fraction"] == 0.5
+    assert main(["--print-config", "--augment", "yaw"]) == 2
+    assert "heading frame" in capsys.readouterr().err

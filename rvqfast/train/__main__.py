@@ -27,6 +27,7 @@ _FLAG_KEYS = {
     "data": "data", "model": "model", "steps": "steps", "batch_size": "batch_size", "seed": "seed",
     "device": "device", "val_every": "val_every", "ckpt_every": "ckpt_every", "num_threads": "num_threads",
     "lr": "lr", "window": "window", "log_every": "log_every",
+    "augment": "augment", "augment_fraction": "augment_fraction",
 }
 
 
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt-every", type=int, help="checkpoint every N steps (0 = only at the end / on a signal)")
     p.add_argument("--log-every", type=int, help="log line every N steps")
     p.add_argument("--num-threads", type=int, help="torch CPU threads per process (0 = torch default)")
+    p.add_argument("--augment", help="augmented copies added to the training data: a comma-separated "
+                   "subset of mirror,speed,noise ('' = none, the default preset's choice)")
+    p.add_argument("--augment-fraction", type=float, help="augmented copies per training motion (0, 10]")
     p.add_argument("--no-gif", action="store_true", help="skip the reconstruction GIF at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
