@@ -106,3 +106,35 @@ def test_bank_method_matches_edit_onnx_then_decoder(exported):
     np.testing.assert_allclose(dec[0], res.features, atol=2e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="re-quantize"):
         edit_many(tok, [motions[3]], {"angle:left_knee": "straight"}, method="bank", residual="requantize")
+
+
+def test_edit_onnx_guards_bad_input(exported):
+    """An engine calls edit.onnx directly: out-of-range codes, request entries and NaN weights are
+    flagged in ``valid`` and read as safe values, never outside the graph's tables."""
+    tok, out, _, motions = exported
+    sess = _session(out / "edit.onnx")
+    cats, idx = tok.encode(torch.from_numpy(np.stack(motions[1:3])))
+    req = request_vector({"angle:left_knee": "straight"})
+    w = torch.zeros(2, cats.shape[1])
+    w[:, 3:7] = 1.0
+    feeds = {"categories": cats.numpy(), "indices": idx.numpy(), "request": req.numpy(), "weight": w.numpy()}
+    clean = sess.run(None, feeds)
+    assert (clean[3] == 1).all()
+    bad_cats, bad_idx, bad_w = cats.numpy().copy(), idx.numpy().copy(), w.numpy().copy()
+    bad_cats[0, 1, 5] = 999
+    bad_cats[1, 2, 0] = -7
+    bad_idx[0, 4, 0] = 10 ** 6
+    bad_w[1, 0] = np.nan
+    got = sess.run(None, {**feeds, "categories": bad_cats, "indices": bad_idx, "weight": bad_w})
+    expected_bad = {(0, 1), (1, 2), (0, 4), (1, 0)}
+    for b in range(2):
+        for n in range(cats.shape[1]):
+            assert got[3][b, n] == (0 if (b, n) in expected_bad else 1)
+    assert ((got[0] >= 0) & (got[0] < np.asarray(tok.slot_sizes))).all()
+    assert ((got[1] >= -1) & (got[1] < tok.config.codebook_size)).all()
+    # a bad request entry flags every token and is read as "free"
+    bad_req = req.numpy().copy()
+    bad_req[10] = 50
+    got = sess.run(None, {**feeds, "request": bad_req})
+    assert (got[3] == 0).all()
+    np.testing.assert_array_equal(got[0], clean[0])

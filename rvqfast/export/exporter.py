@@ -190,7 +190,7 @@ def export_graph(kind: str, source: Any, path: str | Path, *, opset: int = DEFAU
         if bank is None:
             raise ValueError("edit: the tokenizer has no pose-code bank (the run folder's posecode_bank.npy, "
                              "written by python -m rvqfast.train); set tokenizer.posecode_bank")
-        model = build_edit_model(bank, source.num_quantizers, opset=opset)
+        model = build_edit_model(bank, source.num_quantizers, source.config.codebook_size, opset=opset)
     elif kind == "rvq":
         model = build_rvq_model(source, opset=opset, fp16=fp16)
     else:
