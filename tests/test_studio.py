@@ -422,7 +422,9 @@ def test_consistent_edit_through_edit_graph_when_the_run_has_one(page, run_and_d
     request[slot] = target
     weight = np.zeros((1, cats0.shape[1]), dtype=np.float32)
     weight[0, a:z + 1] = 1
-    want_c, want_i, _ = sess.run(None, {"categories": cats0, "indices": idx0, "request": request, "weight": weight})
+    want_c, want_i, _, valid = sess.run(None, {"categories": cats0, "indices": idx0, "request": request,
+                                              "weight": weight})
+    assert (valid == 1).all()
     assert np.array_equal(cats1, want_c) and np.array_equal(idx1, want_i)
     rt = OnnxMotionTokenizer(state.export_dir, threads=1)
     assert np.abs(_decoded(b) - rt.decode(cats1, idx1)[1][0]).max() < 1e-4
