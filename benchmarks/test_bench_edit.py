@@ -79,7 +79,7 @@ def test_bench_edit_bank_onnx(benchmark, setup, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     from rvqfast.export.edit_graph import build_edit_model
     tok, motions, _ = setup
-    model = build_edit_model(tok.posecode_bank, tok.num_quantizers, opset=15)
+    model = build_edit_model(tok.posecode_bank, tok.num_quantizers, tok.config.codebook_size, opset=15)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     cats, idx = tok.encode(torch.from_numpy(motions[0])[None])
     w = np.ones(cats.shape[:2], np.float32)
@@ -87,6 +87,7 @@ def test_bench_edit_bank_onnx(benchmark, setup, tmp_path):
     out = benchmark(sess.run, None, feed)
     ref, _ = complete_codes(cats, request_vector(REQUEST), torch.from_numpy(w), bank_tensors(tok.posecode_bank))
     np.testing.assert_array_equal(out[0], ref.numpy())
+    assert (out[3] == 1).all()  # valid input
     benchmark.extra_info["bank_codes"] = int(tok.posecode_bank.shape[0])
 
 

@@ -86,8 +86,9 @@ def test_bench_decoder_onnxruntime_cpu(benchmark, decoder, one_thread, batch):
     cats, idx = _codes(batch)
     feed = {"categories": cats, "indices": idx}
     benchmark.group = f"decoder ({arch} arch) 1 s of motion, batch {batch}, 1 thread"
-    features, joints = _pedantic(benchmark, lambda: sess.run(None, feed), batch)
+    features, joints, valid = _pedantic(benchmark, lambda: sess.run(None, feed), batch)
     assert features.shape == (batch, 20, 263) and joints.shape == (batch, 20, 22, 3)
+    assert (valid == 1).all()
     realtime = _record(benchmark, batch, "onnxruntime-cpu")
     assert realtime >= MIN_REALTIME, f"only {realtime:.1f}x real time"
 
