@@ -41,6 +41,38 @@ def _(x: Tensor, codebooks: Tensor, backend: str, precision: str) -> tuple[Tenso
     return x.new_empty(n, q, dtype=torch.int64), x.new_empty(n, x.shape[1], dtype=torch.float32)
 
 
+@torch.library.custom_op("rvqfast::grouped_nearest_code", mutates_args=())
+def grouped_nearest_code(x: Tensor, codebooks: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    """x (G, N, D), codebooks (G, K, D) -> indices (G, N) int64, squared distances (G, N) float32.
+
+    Group g's rows search group g's codebook only: G independent ``nearest_code`` searches in
+    one call. Groups lead so each group's rows and outputs are one contiguous block.
+    """
+    return get_impl(backend, "grouped_nearest_code")(x, codebooks, precision)
+
+
+@grouped_nearest_code.register_fake
+def _(x: Tensor, codebooks: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    g, n = x.shape[0], x.shape[1]
+    return x.new_empty(g, n, dtype=torch.int64), x.new_empty(g, n, dtype=torch.float32)
+
+
+@torch.library.custom_op("rvqfast::grouped_rvq_encode", mutates_args=())
+def grouped_rvq_encode(x: Tensor, codebooks: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    """x (G, N, D), codebooks (G, Q, K, D) -> indices (G, N, Q) int64, quantized (G, N, D) float32.
+
+    Group g's rows run through group g's Q stages (``rvq_encode`` per group, all groups and
+    stages in one call). Groups lead so each group's rows and outputs are one contiguous block.
+    """
+    return get_impl(backend, "grouped_rvq_encode")(x, codebooks, precision)
+
+
+@grouped_rvq_encode.register_fake
+def _(x: Tensor, codebooks: Tensor, backend: str, precision: str) -> tuple[Tensor, Tensor]:
+    g, n, q = x.shape[0], x.shape[1], codebooks.shape[1]
+    return x.new_empty(g, n, q, dtype=torch.int64), x.new_empty(g, n, x.shape[2], dtype=torch.float32)
+
+
 @torch.library.custom_op("rvqfast::rvq_decode", mutates_args=())
 def rvq_decode(indices: Tensor, codebooks: Tensor, backend: str) -> Tensor:
     """indices (N, Q) int64 (``-1`` = stage skipped), codebooks (Q, K, D) -> (N, D) float32."""

@@ -25,7 +25,7 @@ from .backends import available_backends, resolve
 
 __all__ = [
     "nearest_code", "rvq_encode", "rvq_decode", "ema_stats", "available_backends", "resolve_precision",
-    "resolve_backend_precision",
+    "resolve_backend_precision", "grouped_nearest_code", "grouped_rvq_encode",
 ]
 
 
@@ -147,6 +147,66 @@ def rvq_encode(
     if codebooks.shape[0] == 0:
         raise ValueError("codebooks has no stages: expected Q >= 1")
     return _ops.rvq_encode(x, codebooks, b, p)
+
+
+def _prep_grouped(x: Tensor, codebooks: Tensor, cb_ndim: int, cb_hint: str, backend: str, precision: str):
+    check_float("x", x, 3, " (G, N, D)")
+    check_float("codebooks", codebooks, cb_ndim, cb_hint)
+    device = check_same_device(x=x, codebooks=codebooks)
+    if x.shape[0] == 0:
+        raise ValueError("x has no groups: expected G >= 1")
+    if codebooks.shape[0] != x.shape[0]:
+        raise ValueError(f"x has G={x.shape[0]} groups but codebooks has {codebooks.shape[0]}: they must match")
+    if x.shape[1] == 0:
+        raise ValueError("x is an empty batch: expected at least one row per group (N >= 1)")
+    if cb_ndim == 4 and codebooks.shape[1] == 0:
+        raise ValueError("codebooks has no stages: expected Q >= 1")
+    if codebooks.shape[-2] == 0:
+        raise ValueError("codebooks is empty: expected at least one code (K >= 1)")
+    if x.shape[2] != codebooks.shape[-1]:
+        raise ValueError(f"x has D={x.shape[2]} but codebooks has D={codebooks.shape[-1]}: they must match")
+    check_search_input("x", x)
+    check_search_input("codebooks", codebooks)
+    b, p = resolve_backend_precision(backend, precision, device, x.shape[2])
+    return x.contiguous(), codebooks.contiguous(), b, p
+
+
+def grouped_nearest_code(
+    x: Tensor, codebooks: Tensor, *, backend: str = "auto", precision: str = "auto"
+) -> tuple[Tensor, Tensor]:
+    """Nearest code of each row of each group, all groups in one call.
+
+    Args:
+        x: (G, N, D): group ``g``'s rows are ``x[g]``.
+        codebooks: (G, K, D): group ``g`` searches ``codebooks[g]`` only.
+        backend, precision: as for :func:`nearest_code`.
+
+    Returns:
+        ``(indices (G, N) int64, sqdist (G, N) float32)``, equal to :func:`nearest_code` on each
+        group's ``(x[g], codebooks[g])``; exact ties resolve to the lowest index.
+    """
+    x, codebooks, b, p = _prep_grouped(x, codebooks, 3, " (G, K, D)", backend, precision)
+    return _ops.grouped_nearest_code(x, codebooks, b, p)
+
+
+def grouped_rvq_encode(
+    x: Tensor, codebooks: Tensor, *, backend: str = "auto", precision: str = "auto"
+) -> tuple[Tensor, Tensor]:
+    """Residual quantization of every group through all its stages, all groups in one call.
+
+    Args:
+        x: (G, N, D): group ``g``'s rows are ``x[g]`` (groups lead, so each group is one
+            contiguous block; a (N, G*D) feature split into groups is
+            ``x.view(N, G, D).transpose(0, 1)``).
+        codebooks: (G, Q, K, D): group ``g``'s stage codebooks.
+        backend, precision: as for :func:`rvq_encode`.
+
+    Returns:
+        ``(indices (G, N, Q) int64, quantized (G, N, D) float32)``, equal to :func:`rvq_encode`
+        on each group's ``(x[g], codebooks[g])``.
+    """
+    x, codebooks, b, p = _prep_grouped(x, codebooks, 4, " (G, Q, K, D)", backend, precision)
+    return _ops.grouped_rvq_encode(x, codebooks, b, p)
 
 
 def rvq_decode(indices: Tensor, codebooks: Tensor, *, backend: str = "auto") -> Tensor:

@@ -15,6 +15,7 @@
 
 #include "cpu/decode_ema.h"
 #include "cpu/gemm.h"
+#include "cpu/grouped.h"
 #include "cpu/search.h"
 #include "cpu/simd.h"
 
@@ -170,6 +171,58 @@ std::tuple<at::Tensor, at::Tensor> rvq_encode(const at::Tensor& x_in, const at::
   return {idx, quant};
 }
 
+// Grouped ops (groups lead: x (G, N, D)); each group's codebooks are one cache entry.
+std::tuple<at::Tensor, at::Tensor> grouped_nearest_code(const at::Tensor& x_in,
+                                                        const at::Tensor& cbs_in,
+                                                        const std::string& precision) {
+  at::Tensor x = as_f32(x_in, "x", 3), cbs = as_f32(cbs_in, "codebooks", 3);
+  const int64_t G = x.size(0), N = x.size(1), D = x.size(2), K = cbs.size(1);
+  const Precision p = parse_precision(precision, D);
+  TORCH_CHECK_VALUE(cbs.size(0) == G, "x has G=", G, " groups but codebooks has ", cbs.size(0));
+  TORCH_CHECK_VALUE(K >= 1, "codebooks is empty: expected at least one code per group");
+  TORCH_CHECK_VALUE(cbs.size(2) == D, "x has D=", D, " but codebooks has D=", cbs.size(2));
+  at::Tensor idx = at::empty({G, N}, at::kLong), dist = at::empty({G, N}, at::kFloat);
+  if (N == 0 || G == 0) return {idx, dist};
+  {
+    pybind11::gil_scoped_release nogil;
+    std::vector<std::shared_ptr<const CachedCodebooks>> held;
+    std::vector<const rvqfast::cpu::PreparedCodebook*> pcs;
+    for (int64_t g = 0; g < G; ++g) {
+      held.push_back(prepared_codebooks(cbs.data_ptr<float>() + g * K * D, 1, K, D, p));
+      pcs.push_back(&held.back()->pcs[0]);
+    }
+    rvqfast::cpu::grouped_nearest_code(x.data_ptr<float>(), G, N, pcs, p,
+                                       idx.data_ptr<int64_t>(), dist.data_ptr<float>());
+  }
+  return {idx, dist};
+}
+
+std::tuple<at::Tensor, at::Tensor> grouped_rvq_encode(const at::Tensor& x_in,
+                                                      const at::Tensor& cbs_in,
+                                                      const std::string& precision) {
+  at::Tensor x = as_f32(x_in, "x", 3), cbs = as_f32(cbs_in, "codebooks", 4);
+  const int64_t G = x.size(0), N = x.size(1), D = x.size(2), Q = cbs.size(1), K = cbs.size(2);
+  const Precision p = parse_precision(precision, D);
+  TORCH_CHECK_VALUE(cbs.size(0) == G, "x has G=", G, " groups but codebooks has ", cbs.size(0));
+  TORCH_CHECK_VALUE(Q >= 1 && K >= 1, "codebooks must have Q >= 1 stages and K >= 1 codes, got ",
+                    cbs.sizes());
+  TORCH_CHECK_VALUE(cbs.size(3) == D, "x has D=", D, " but codebooks has D=", cbs.size(3));
+  at::Tensor idx = at::empty({G, N, Q}, at::kLong), quant = at::empty({G, N, D}, at::kFloat);
+  if (N == 0 || G == 0) return {idx, quant};
+  {
+    pybind11::gil_scoped_release nogil;
+    std::vector<std::shared_ptr<const CachedCodebooks>> held;
+    std::vector<const std::vector<rvqfast::cpu::PreparedCodebook>*> stages;
+    for (int64_t g = 0; g < G; ++g) {
+      held.push_back(prepared_codebooks(cbs.data_ptr<float>() + g * Q * K * D, Q, K, D, p));
+      stages.push_back(&held.back()->pcs);
+    }
+    rvqfast::cpu::grouped_rvq_encode(x.data_ptr<float>(), G, N, stages, p,
+                                     idx.data_ptr<int64_t>(), quant.data_ptr<float>());
+  }
+  return {idx, quant};
+}
+
 at::Tensor rvq_decode(const at::Tensor& idx_in, const at::Tensor& cbs_in) {
   at::Tensor cbs = as_f32(cbs_in, "codebooks", 3);
   const int64_t Q = cbs.size(0), K = cbs.size(1), D = cbs.size(2);
@@ -237,6 +290,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("nearest_code", &nearest_code, "x (N,D), codebook (K,D), precision -> (indices, sqdist)",
         pybind11::arg("x"), pybind11::arg("codebook"), pybind11::arg("precision") = "exact");
   m.def("rvq_encode", &rvq_encode, "x (N,D), codebooks (Q,K,D), precision -> (indices, quantized)",
+        pybind11::arg("x"), pybind11::arg("codebooks"), pybind11::arg("precision") = "exact");
+  m.def("grouped_nearest_code", &grouped_nearest_code,
+        "x (G,N,D), codebooks (G,K,D), precision -> (indices (G,N), sqdist (G,N))",
+        pybind11::arg("x"), pybind11::arg("codebooks"), pybind11::arg("precision") = "exact");
+  m.def("grouped_rvq_encode", &grouped_rvq_encode,
+        "x (G,N,D), codebooks (G,Q,K,D), precision -> (indices (G,N,Q), quantized (G,N,D))",
         pybind11::arg("x"), pybind11::arg("codebooks"), pybind11::arg("precision") = "exact");
   m.def("rvq_decode", &rvq_decode, "indices (N,Q') with -1 = skip, codebooks (Q,K,D) -> (N,D)",
         pybind11::arg("indices"), pybind11::arg("codebooks"));

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 
 from .. import _C  # ImportError here means "not built": the registry records why
-from . import register_extension
+from . import register, register_extension
 
 __all__ = [
     "certified_stats",
@@ -85,6 +85,32 @@ def choose_certified(dim: int | None, num_codes: int | None = None, for_auto: bo
 
 
 nearest_code.choose_certified = rvq_encode.choose_certified = choose_certified
+
+
+def _grouped_cpu_ops():
+    """The C++ grouped kernels (kernels/cpu/grouped.cpp: one call into the extension for all
+    groups and stages), or per-group loops over the single-group kernels when the extension
+    predates them."""
+    from .grouped import register_per_group
+
+    if not hasattr(_C, "grouped_rvq_encode"):
+        return register_per_group("cpu", nearest_code, rvq_encode, "one C++ call per group (old extension build).")
+
+    def grouped_nearest_code(x, codebooks, precision):
+        return _C.grouped_nearest_code(x, codebooks, precision)
+
+    def grouped_rvq_encode(x, codebooks, precision):
+        return _C.grouped_rvq_encode(x, codebooks, precision)
+
+    grouped_nearest_code.__doc__ = "C++: each group's block searched in place, one GIL release for all groups."
+    grouped_rvq_encode.__doc__ = "C++: each group's rows through its fused all-stages encode, one GIL release for all groups."
+    for fn in (grouped_nearest_code, grouped_rvq_encode):
+        fn.precisions, fn.choose_certified = nearest_code.precisions, choose_certified
+        register("cpu", fn.__name__)(fn)
+    return grouped_nearest_code, grouped_rvq_encode
+
+
+grouped_nearest_code, grouped_rvq_encode = _grouped_cpu_ops()
 
 
 def certified_stats() -> dict[str, float]:

@@ -44,3 +44,11 @@ nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension(
         "ema_stats": "Per-code counts and sums with fp32 atomics (sums order-dependent in the last bits).",
     },
 )
+
+# No grouped CUDA kernel yet: the grouped ops loop over groups, one rvq_encode (all stages on the
+# device) / nearest_code launch sequence per group.
+from .grouped import register_per_group  # noqa: E402
+
+grouped_nearest_code, grouped_rvq_encode = register_per_group(
+    "cuda", nearest_code, rvq_encode, "one CUDA nearest_code / rvq_encode call per group (no grouped kernel)."
+)

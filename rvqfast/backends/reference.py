@@ -100,3 +100,11 @@ def ema_stats(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor, Tenso
     sums = torch.zeros(num_codes, x.shape[1], dtype=torch.float32, device=x.device)
     sums.index_add_(0, idx, rows)
     return counts, sums
+
+
+# Grouped ops: the loop over groups is the definition the other backends are tested against.
+from .grouped import register_per_group  # noqa: E402
+
+grouped_nearest_code, grouped_rvq_encode = register_per_group(
+    "reference", nearest_code, rvq_encode, "the reference search / encode of each group's block."
+)

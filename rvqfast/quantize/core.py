@@ -451,22 +451,7 @@ class QuantizerCore(nn.Module):
         m = x.shape[0]
         losses = torch.zeros(n_active, dtype=torch.float32, device=x.device)
         xd = x.detach()
-        for q in range(n_active):
-            slot = self._slot(q, group)
-            if not self._is_initted(slot):
-                # vector-quantize-pytorch initialises on first use even in eval; we do too when
-                # not distributed. With a synchronised codebook an init here would run on this
-                # rank alone (no collective may run in eval) and desynchronise the ranks.
-                if ddp.resolve_sync(self.sync_codebook):
-                    warnings.warn(
-                        "rvqfast: eval forward with a codebook not yet k-means initialised; "
-                        "the init waits for a synchronised training step",
-                        RuntimeWarning,
-                        stacklevel=3,
-                    )
-                else:
-                    self._fill_uninitted(xd.float(), group)
-                break
+        self._init_on_eval(xd, n_active, group)
         if m == 0:
             return x.new_zeros(0, x.shape[1], dtype=torch.float32), torch.empty(0, n_active, dtype=torch.int64, device=x.device), losses
         if self.use_cosine_sim:
@@ -482,6 +467,56 @@ class QuantizerCore(nn.Module):
                 return quantized, indices, losses
         out = self.decode_flat(indices, grad=self.learnable_codebook and torch.is_grad_enabled(), group=group)
         return out, indices, losses
+
+    def _init_on_eval(self, xd: Tensor, n_active: int, group: int) -> None:
+        """k-means init of ``group``'s codebooks on first use by an eval forward (see below)."""
+        for q in range(n_active):
+            slot = self._slot(q, group)
+            if not self._is_initted(slot):
+                # vector-quantize-pytorch initialises on first use even in eval; we do too when
+                # not distributed. With a synchronised codebook an init here would run on this
+                # rank alone (no collective may run in eval) and desynchronise the ranks.
+                if ddp.resolve_sync(self.sync_codebook):
+                    warnings.warn(
+                        "rvqfast: eval forward with a codebook not yet k-means initialised; "
+                        "the init waits for a synchronised training step",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
+                else:
+                    self._fill_uninitted(xd.float(), group)
+                break
+
+    def eval_groups_flat(self, x: Tensor, last_stage: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Eval pass of every group at once: rows ``x`` (G, M, D), group ``g`` through its stages
+        ``0..last_stage``, all groups and stages in one ``grouped_rvq_encode`` op call.
+
+        Returns ``(quantized (G, M, D) fp32, indices (G, M, A) int64, losses (G, A) zeros)``:
+        the same as :meth:`quantize_flat` in eval mode on each group (cosine codebooks, which
+        search per stage, run that per group).
+        """
+        g_n, m, d = x.shape
+        n_active = last_stage + 1
+        if self.training or self.use_cosine_sim:
+            raise RuntimeError("eval_groups_flat is the eval pass of Euclidean codebooks")
+        if not all_finite(x):
+            raise ValueError("x contains NaN or Inf values")
+        if not all_finite(self.embed.detach()):
+            raise ValueError("the codebook contains NaN or Inf values")
+        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device, d)
+        xd = x.detach()
+        for g in range(g_n):
+            self._init_on_eval(xd[g], n_active, g)
+        losses = torch.zeros(g_n, n_active, dtype=torch.float32, device=x.device)
+        if m == 0:
+            return x.new_zeros(g_n, 0, d, dtype=torch.float32), torch.empty(g_n, 0, n_active, dtype=torch.int64, device=x.device), losses
+        e = self.embed.detach().float()
+        e = e.view(g_n, -1, *e.shape[1:])
+        cbs = e.expand(-1, n_active, -1, -1) if self.shared_codebook else e[:, :n_active]
+        indices, quantized = _ops.grouped_rvq_encode(xd.float().contiguous(), cbs.contiguous(), self._rb, self._rp)
+        if self.learnable_codebook and torch.is_grad_enabled():
+            quantized = torch.stack([self.decode_flat(indices[g], grad=True, group=g) for g in range(g_n)])
+        return quantized, indices, losses
 
     @torch.no_grad()
     def _fill_uninitted(self, x: Tensor, group: int = 0) -> None:

@@ -4,10 +4,18 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .frontend import check_mask, from_sequence, indices_layout, projections, to_sequence
 from .residual_vq import ResidualVQ
+
+
+def _scatter_rows(t: Tensor, keep: Tensor, fill: float) -> Tensor:
+    """(G, M', ...) rows of the kept positions -> (G, M, ...) with ``fill`` elsewhere."""
+    full = t.new_full((t.shape[0], keep.shape[0]) + tuple(t.shape[2:]), fill)
+    full[:, keep] = t
+    return full
 
 
 class _GroupProjection(nn.Module):
@@ -25,8 +33,8 @@ class GroupedResidualVQ(ResidualVQ):
     Takes ``vector_quantize_pytorch.GroupedResidualVQ``'s arguments: ``dim``, ``groups``,
     ``accept_image_fmap`` and every :class:`ResidualVQ` keyword (applied to each group, whose
     ``dim`` is ``dim // groups``). The codebooks of all groups and stages live in one
-    (G*Q, K, codebook_dim) tensor of one engine; each group runs through the fused all-stages
-    search in eval. State dicts of vector-quantize-pytorch (``rvqs.{g}.layers.{q}._codebook.*``)
+    (G*Q, K, codebook_dim) tensor of one engine; in eval all groups and stages run through one
+    ``grouped_rvq_encode`` op call (cosine codebooks: a per-stage search per group). State dicts of vector-quantize-pytorch (``rvqs.{g}.layers.{q}._codebook.*``)
     load directly.
 
     ``forward(x, indices=None, return_all_codes=False, sample_codebook_temp=None,
@@ -77,6 +85,28 @@ class GroupedResidualVQ(ResidualVQ):
             out = out.movedim(-1, 1)
         return out
 
+    def _eval_groups(self, hs: list[Tensor], mask: Tensor | None, last: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Eval of every group in one fused op call (all groups x stages): per group
+        ``(quantized (B, N, cd), indices (B, N, Q), losses (Q,))`` as :meth:`_quantize_group`
+        gives; masked-out positions get zeros and index ``-1``."""
+        h = torch.stack(hs)  # (G, B, N, cd)
+        g_n, b, n, d = h.shape
+        rows = h.reshape(g_n, b * n, d)
+        flat = None if mask is None else mask.reshape(-1)
+        if flat is not None:
+            rows = rows[:, flat]
+        out, idx, losses = self.eval_groups_flat(rows, last)
+        if flat is not None:
+            out = _scatter_rows(out, flat, 0.0)
+            idx = _scatter_rows(idx, flat, -1)
+        out = out.to(h.dtype).reshape(g_n, b, n, d)
+        idx = idx.reshape(g_n, b, n, -1)
+        pad = self.num_quantizers - idx.shape[-1]
+        if pad:
+            idx = F.pad(idx, (0, pad), value=-1)
+            losses = F.pad(losses, (0, pad), value=0.0)
+        return [(out[g], idx[g], losses[g]) for g in range(g_n)]
+
     def forward(  # type: ignore[override]
         self,
         x: Tensor,
@@ -101,13 +131,14 @@ class GroupedResidualVQ(ResidualVQ):
                 return from_sequence(out, layout), sum(p[1] for p in parts)
             # One dropout cutoff for all groups, as vector-quantize-pytorch's shared seed gives.
             last = self.last_stage(xs.device)
-            outs, idxs, losses = [], [], []
-            for g, chunk in enumerate(chunks):
-                proj = self.rvqs[g]
-                out, idx, loss = self._quantize_group(proj.project_in(chunk), mask, last, g)
-                outs.append(proj.project_out(out))
-                idxs.append(idx)
-                losses.append(loss)
+            hs = [self.rvqs[g].project_in(c) for g, c in enumerate(chunks)]
+            if self.training or self.use_cosine_sim:
+                parts = [self._quantize_group(h, mask, last, g) for g, h in enumerate(hs)]
+            else:
+                parts = self._eval_groups(hs, mask, last)
+            outs = [self.rvqs[g].project_out(p[0]) for g, p in enumerate(parts)]
+            idxs = [p[1] for p in parts]
+            losses = [p[2] for p in parts]
         finally:
             self.restore_forward_options(saved)
         q = torch.cat(outs, -1)

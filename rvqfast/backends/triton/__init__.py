@@ -31,6 +31,7 @@ if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
 
 from .. import register  # noqa: E402
 from ..reference import rvq_encode_by_stage  # noqa: E402
+from ..grouped import register_per_group  # noqa: E402
 from . import codes, search  # noqa: E402
 from .config import FIXED_CONFIG, INTERPRET, INTERPRET_META, MAX_FUSED_D, MAX_SEARCH_BLOCK_D, fixed_config  # noqa: E402
 
@@ -231,6 +232,13 @@ rvq_encode.precisions = ("exact", "certified", "bf16")
 def _rvq_encode_per_stage(x: Tensor, codebooks: Tensor, use_bf16: int) -> tuple[Tensor, Tensor]:
     # D too large to keep the residual on chip: one fused search launch per stage.
     return rvq_encode_by_stage(x, codebooks, lambda r, cb: _launch_nearest(r, cb, use_bf16))
+
+
+# No grouped Triton kernel yet: the grouped ops loop over groups, one fused all-stages
+# rvq_encode launch (or per-stage search) per group.
+grouped_nearest_code, grouped_rvq_encode = register_per_group(
+    "triton", nearest_code, rvq_encode, "one Triton nearest_code / rvq_encode call per group (no grouped kernel)."
+)
 
 
 @register("triton", "rvq_decode")
