@@ -3,6 +3,7 @@ here, against the per-group single-codebook ops and the brute-force oracle; and
 GroupedResidualVQ's eval, which runs all groups and stages through one grouped op call."""
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -226,3 +227,50 @@ def test_grouped_eval_in_half_precision_and_compiled():
     torch._dynamo.reset()
     qc, idxc, _ = torch.compile(vq, fullgraph=True, backend="aot_eager")(x)
     assert torch.equal(idxc, idx) and torch.equal(qc, q)
+
+
+def _train_step(vq, x, seed, **fwd):
+    xx = x.clone().requires_grad_()
+    torch.manual_seed(seed)
+    q, idx, loss = vq(xx, **fwd)
+    (q.square().mean() + loss.sum()).backward()
+    return q.detach(), idx, loss.detach(), xx.grad
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kmeans_init=True, threshold_ema_dead_code=2), dict(threshold_ema_dead_code=2),
+     dict(codebook_dim=4, rotation_trick=False), dict(shared_codebook=True),
+     dict(learnable_codebook=True, ema_update=False)],
+    ids=["kmeans-dead-codes", "dead-codes", "projected-straight-through", "shared", "learnable"],
+)
+def test_grouped_training_searches_each_stage_in_one_call(kwargs, monkeypatch):
+    """Training: one grouped search per stage for all groups, the same steps (outputs, indices,
+    losses, input gradients, codebooks) as the groups run one after another (random draws of
+    k-means init and dead-code replacement included), and as vector-quantize-pytorch (whose
+    k-means init and dead-code replacement draw differently: compared without them)."""
+    vqp = pytest.importorskip("vector_quantize_pytorch")
+    torch.manual_seed(0)
+    theirs = vqp.GroupedResidualVQ(dim=12, groups=3, num_quantizers=3, codebook_size=16, **kwargs).train()
+    ours = GroupedResidualVQ(dim=12, groups=3, num_quantizers=3, codebook_size=16, **kwargs).train()
+    ours.load_state_dict(theirs.state_dict())
+    one_by_one = copy.deepcopy(ours)
+    one_by_one._groups_in_lockstep = lambda: False
+    mask = torch.rand(2, 30) > 0.2
+    # Step 1 may k-means initialise (the groups then run one after another); the later steps
+    # search all groups per stage in one call. Growing inputs leave dead codes to replace.
+    for step, fwd in enumerate((dict(), dict(), dict(mask=mask))):
+        x = torch.randn(2, 30, 12) * (1 + 2 * step)
+        counter = _CountOps(monkeypatch)
+        got = _train_step(ours, x, step, **fwd)
+        monkeypatch.undo()
+        if step or not kwargs.get("kmeans_init"):
+            assert counter.calls == {"grouped_nearest_code": 3}, counter.calls
+        wants = [(one_by_one, _train_step(one_by_one, x, step, **fwd))]
+        if not (kwargs.get("kmeans_init") or kwargs.get("threshold_ema_dead_code")):
+            wants.append((theirs, _train_step(theirs, x, step, **fwd)))
+        for module, want in wants:
+            assert torch.equal(got[1], want[1])
+            for a, b in zip(got[:1] + got[2:], want[:1] + want[2:]):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(ours.codebooks, module.codebooks, rtol=1e-5, atol=1e-6)

@@ -29,6 +29,11 @@ from .kmeans import all_finite, kmeans, resolve_backend, sample_rows, search, st
 from .stages import dropout_last_index
 
 
+class _TrainPass:
+    """One group's training pass between stages (what :meth:`QuantizerCore._train_begin` sets up
+    and the stage steps fill in): residuals, indices, losses, norms, EMA statistics."""
+
+
 class QuantizerCore(nn.Module):
     """Codebooks, their EMA state and the flat quantization passes (internal base class)."""
 
@@ -339,83 +344,149 @@ class QuantizerCore(nn.Module):
         sync = updates and self._sync_now()
         if not self.training:
             return self._eval_flat(x, n_active, group)
-        xf = x.float()
-        m, d = xf.shape
-        residuals = xf.new_empty(n_active + 1, m, d)
-        residuals[0] = xf.detach()
-        indices = torch.empty(m, n_active, dtype=torch.int64, device=xf.device)
-        losses = torch.zeros(n_active, dtype=torch.float32, device=xf.device)
-        fast = not self.use_cosine_sim
-        sqnorm = xf.new_zeros(n_active + 1, m) if fast else None
-        code_sq = xf.new_zeros(n_active, m) if fast else None
-        dist_sq = xf.new_zeros(n_active, m) if fast else None
+        return self._train_groups([x], n_active, [group], updates, sync)[0]
+
+    def train_groups_flat(self, x: Tensor, last_stage: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Training pass of every group: rows ``x`` (G, M, D), group ``g`` through its stages
+        ``0..last_stage``; per group what :meth:`quantize_flat` returns for ``x[g]``.
+
+        Where it changes nothing (see :meth:`_groups_in_lockstep`), each stage searches all
+        groups in one ``grouped_nearest_code`` op call; else the groups run one after another.
+        """
+        n_active = last_stage + 1
+        if not all_finite(x):
+            raise ValueError("x contains NaN or Inf values")
+        if not all_finite(self.embed.detach()):
+            raise ValueError("the codebook contains NaN or Inf values")
+        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device, x.shape[-1])
+        updates = self._updates_allowed()
+        sync = updates and self._sync_now()
+        rows, groups = list(x.unbind(0)), list(range(x.shape[0]))
+        if self._groups_in_lockstep():
+            return self._train_groups(rows, n_active, groups, updates, sync)
+        return [self._train_groups([r], n_active, [g], updates, sync)[0] for r, g in zip(rows, groups)]
+
+    def _groups_in_lockstep(self) -> bool:
+        """Whether searching stage q of all groups together (then updating each group) gives
+        exactly what running the groups one after another gives. The groups' codebooks are
+        disjoint, so only the order of random draws can differ: lockstep needs no k-means init
+        in this step, no per-stage dead-code replacement (shared codebooks) and no Gumbel
+        sampling; and the plain Euclidean search (cosine search augments each codebook)."""
+        if self.use_cosine_sim or (self.stochastic_sample_codes and self.sample_codebook_temp > 0):
+            return False
+        if self.shared_codebook and self.threshold_ema_dead_code > 0:
+            return False
+        return self._all_initted if torch.compiler.is_compiling() else bool(self.initted.all())
+
+    def _train_groups(self, rows: list[Tensor], n_active: int, groups: list[int], updates: bool, sync: bool) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Training pass of ``groups`` (rows ``rows[i]`` (M, D) each), stage by stage; with
+        several groups each stage's search is one grouped op call (callers ensure that is
+        equivalent, :meth:`_groups_in_lockstep`)."""
+        passes = [self._train_begin(x, n_active, g, updates) for x, g in zip(rows, groups)]
+        for q in range(n_active):
+            zs = [self._train_stage_input(p, q, sync) for p in passes]
+            if len(passes) > 1 and zs[0] is not None:
+                cbs = self.embed.detach()[[p.slots[q] for p in passes]].float()
+                idx, d2 = _ops.grouped_nearest_code(torch.stack(zs).float().contiguous(), cbs.contiguous(), self._rb, self._rp)
+                found = list(zip(idx.unbind(0), d2.unbind(0)))
+            else:
+                found = [None if z is None else self._search(z, p.slots[q]) for p, z in zip(passes, zs)]
+            for p, z, f in zip(passes, zs, found):
+                if z is not None:
+                    self._train_stage_update(p, q, z, f[0], f[1], sync)
+        return [self._train_end(p, n_active, sync) for p in passes]
+
+    def _train_begin(self, x: Tensor, n_active: int, group: int, updates: bool) -> _TrainPass:
+        p = _TrainPass()
+        p.xf = xf = x.float()
+        p.m, p.d = m, d = xf.shape
+        p.residuals = xf.new_empty(n_active + 1, m, d)
+        p.residuals[0] = xf.detach()
+        p.indices = torch.empty(m, n_active, dtype=torch.int64, device=xf.device)
+        p.losses = torch.zeros(n_active, dtype=torch.float32, device=xf.device)
+        p.fast = fast = not self.use_cosine_sim
+        p.sqnorm = xf.new_zeros(n_active + 1, m) if fast else None
+        p.code_sq = xf.new_zeros(n_active, m) if fast else None
+        p.dist_sq = xf.new_zeros(n_active, m) if fast else None
         if fast and m:
-            torch.linalg.vector_norm(residuals[0], dim=1, out=sqnorm[0]).square_()
-        slots = [self._slot(q, group) for q in range(n_active)]
-        base = slots[0]
-        stage_inputs = []
-        track = updates and (self.ema_update or self.threshold_ema_dead_code > 0) and m > 0
-        if track and not self.shared_codebook:
-            all_counts = xf.new_empty(n_active, self.codebook_size)
-            all_sums = xf.new_empty(n_active, self.codebook_size, d)
-        code_norms = None
+            torch.linalg.vector_norm(p.residuals[0], dim=1, out=p.sqnorm[0]).square_()
+        p.slots = [self._slot(q, group) for q in range(n_active)]
+        p.base = base = p.slots[0]
+        p.stage_inputs = []
+        p.track = updates and (self.ema_update or self.threshold_ema_dead_code > 0) and m > 0
+        if p.track and not self.shared_codebook:
+            p.all_counts = xf.new_empty(n_active, self.codebook_size)
+            p.all_sums = xf.new_empty(n_active, self.codebook_size, d)
+        p.code_norms = None
         if fast and not self.shared_codebook:
             # Codes searched at stage q are the pre-update ones, so norms taken now stay valid.
-            code_norms = torch.linalg.vector_norm(self.embed.detach()[base : base + n_active].float(), dim=-1).square_()
-        for q in range(n_active):
-            slot = slots[q]
-            r = residuals[q]
-            if m == 0:  # everything masked: nothing to search or learn from
-                residuals[q + 1] = r
-                continue
-            z = self._transform(r)
-            # ``initted`` decides whether k-means collectives run, so with a synchronised
-            # codebook it may only change where those collectives run (see distributed.py).
-            fresh = False
-            if not self._is_initted(slot) and (sync or not ddp.resolve_sync(self.sync_codebook)):
-                self._kmeans_init(slot, z, sync)
-                fresh = True
-            cb = self.embed.detach()[slot].float()
-            idx, d2 = self._search(z, slot)
-            indices[:, q] = idx
-            torch.index_select(cb, 0, idx, out=residuals[q + 1])
-            if fast:
-                norms = code_norms[q] if code_norms is not None and not fresh else torch.linalg.vector_norm(cb, dim=1).square_()
-                torch.index_select(norms, 0, idx, out=code_sq[q])
-                dist_sq[q] = d2
-            # r_{q+1} = r_q - c_q, written in place over the gathered codes.
-            torch.sub(r, residuals[q + 1], out=residuals[q + 1])
-            if fast:
-                sqnorm[q + 1] = d2  # |r_{q+1}|^2 = |r_q - c_q|^2, already computed by the search
-            if self.commitment_weight > 0:
-                losses[q] = d2.sum() * (self.commitment_weight / (m * d))
-            if track:
-                counts, sums = stats(z, idx, self.codebook_size, self._rb)
-                if self.shared_codebook:
-                    # One codebook, updated stage after stage (searches of later stages see
-                    # dead-code replacements), as vector-quantize-pytorch does.
-                    self._accumulate(slot, counts, sums, sync)
-                    self._expire(slot, z, sync)
-                    stage_inputs.append(z)
-                else:
-                    all_counts[q], all_sums[q] = counts, sums
-                    stage_inputs.append(z)
-        if track and self.shared_codebook:
+            p.code_norms = torch.linalg.vector_norm(self.embed.detach()[base : base + n_active].float(), dim=-1).square_()
+        return p
+
+    def _train_stage_input(self, p: _TrainPass, q: int, sync: bool) -> Tensor | None:
+        """Stage ``q``'s search input (k-means init of its codebook first, when due); ``None``
+        when there are no rows."""
+        slot = p.slots[q]
+        r = p.residuals[q]
+        if p.m == 0:  # everything masked: nothing to search or learn from
+            p.residuals[q + 1] = r
+            return None
+        z = self._transform(r)
+        # ``initted`` decides whether k-means collectives run, so with a synchronised
+        # codebook it may only change where those collectives run (see distributed.py).
+        p.fresh = False
+        if not self._is_initted(slot) and (sync or not ddp.resolve_sync(self.sync_codebook)):
+            self._kmeans_init(slot, z, sync)
+            p.fresh = True
+        p.cb = self.embed.detach()[slot].float()
+        return z
+
+    def _train_stage_update(self, p: _TrainPass, q: int, z: Tensor, idx: Tensor, d2: Tensor, sync: bool) -> None:
+        """Record stage ``q``'s search result: residual, norms, commitment loss, statistics."""
+        slot, r, cb, residuals = p.slots[q], p.residuals[q], p.cb, p.residuals
+        p.indices[:, q] = idx
+        torch.index_select(cb, 0, idx, out=residuals[q + 1])
+        if p.fast:
+            norms = p.code_norms[q] if p.code_norms is not None and not p.fresh else torch.linalg.vector_norm(cb, dim=1).square_()
+            torch.index_select(norms, 0, idx, out=p.code_sq[q])
+            p.dist_sq[q] = d2
+        # r_{q+1} = r_q - c_q, written in place over the gathered codes.
+        torch.sub(r, residuals[q + 1], out=residuals[q + 1])
+        if p.fast:
+            p.sqnorm[q + 1] = d2  # |r_{q+1}|^2 = |r_q - c_q|^2, already computed by the search
+        if self.commitment_weight > 0:
+            p.losses[q] = d2.sum() * (self.commitment_weight / (p.m * p.d))
+        if p.track:
+            counts, sums = stats(z, idx, self.codebook_size, self._rb)
+            if self.shared_codebook:
+                # One codebook, updated stage after stage (searches of later stages see
+                # dead-code replacements), as vector-quantize-pytorch does.
+                self._accumulate(slot, counts, sums, sync)
+                self._expire(slot, z, sync)
+                p.stage_inputs.append(z)
+            else:
+                p.all_counts[q], p.all_sums[q] = counts, sums
+                p.stage_inputs.append(z)
+
+    def _train_end(self, p: _TrainPass, n_active: int, sync: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Codebook updates of the pass, then the output through the gradient node."""
+        base, slots, residuals, stage_inputs, fast, sqnorm = p.base, p.slots, p.residuals, p.stage_inputs, p.fast, p.sqnorm
+        if p.track and self.shared_codebook:
             if self.ema_update:
                 self._refresh_embed(base)
             if stage_inputs:
                 self._expire(base, torch.cat(stage_inputs), sync)
-        elif track and stage_inputs:
+        elif p.track and stage_inputs:
             # A stage's codebook update cannot change any stage's search (each stage has its
             # own codebook, searched before), so all stages update at once: one collective.
-            self._accumulate(slice(base, base + n_active), all_counts, all_sums, sync)
+            self._accumulate(slice(base, base + n_active), p.all_counts, p.all_sums, sync)
             if self.ema_update:
                 self._refresh_embed(slice(base, base + n_active))
             for q, z in enumerate(stage_inputs):
                 self._expire(slots[q], z, sync)
         # The sum of the chosen codes is what the residual lost over all stages.
         quantized = residuals[0] - residuals[n_active]
-        if self.rotation_trick and xf.requires_grad and m:
+        if self.rotation_trick and p.xf.requires_grad and p.m:
             # s R z equals the code except for (near-)zero inputs, where the clamped formula
             # of vector-quantize-pytorch gives another value; reproduce it there.
             if torch.compiler.is_compiling():
@@ -432,20 +503,20 @@ class QuantizerCore(nn.Module):
                     quantized[rows] += vals - code[rows]
         sp = StagePass(
             residuals=residuals,
-            indices=indices,
+            indices=p.indices,
             stage_codebook=slots,
             quantized=quantized,
-            losses=losses,
+            losses=p.losses,
             rotation=self.rotation_trick,
             cosine=self.use_cosine_sim,
             commit_weight=self.commitment_weight,
             learnable=self.learnable_codebook,
             sqnorm=sqnorm,
-            code_sq=code_sq,
-            dist_sq=dist_sq,
+            code_sq=p.code_sq,
+            dist_sq=p.dist_sq,
         )
-        out, losses = stages_autograd(xf, self.embed, sp)
-        return out, indices, losses
+        out, losses = stages_autograd(p.xf, self.embed, sp)
+        return out, p.indices, losses
 
     def _eval_flat(self, x: Tensor, n_active: int, group: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         m = x.shape[0]

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .frontend import check_mask, from_sequence, indices_layout, projections, to_sequence
@@ -85,27 +84,27 @@ class GroupedResidualVQ(ResidualVQ):
             out = out.movedim(-1, 1)
         return out
 
-    def _eval_groups(self, hs: list[Tensor], mask: Tensor | None, last: int) -> list[tuple[Tensor, Tensor, Tensor]]:
-        """Eval of every group in one fused op call (all groups x stages): per group
-        ``(quantized (B, N, cd), indices (B, N, Q), losses (Q,))`` as :meth:`_quantize_group`
-        gives; masked-out positions get zeros and index ``-1``."""
+    def _quantize_groups(self, hs: list[Tensor], mask: Tensor | None, last: int) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Every group at once: per group ``(quantized (B, N, cd), indices (B, N, Q), losses
+        (Q,))`` as :meth:`_quantize_group` gives. Eval runs all groups and stages in one fused op
+        call; training searches each stage of all groups in one op call (where that is exact,
+        see ``_groups_in_lockstep``). Masked-out positions get zeros and index ``-1``."""
         h = torch.stack(hs)  # (G, B, N, cd)
         g_n, b, n, d = h.shape
         rows = h.reshape(g_n, b * n, d)
         flat = None if mask is None else mask.reshape(-1)
         if flat is not None:
             rows = rows[:, flat]
-        out, idx, losses = self.eval_groups_flat(rows, last)
+        if self.training:
+            out, idx, losses = (torch.stack(t) for t in zip(*self.train_groups_flat(rows, last)))
+        else:
+            out, idx, losses = self.eval_groups_flat(rows, last)
         if flat is not None:
             out = _scatter_rows(out, flat, 0.0)
             idx = _scatter_rows(idx, flat, -1)
         out = out.to(h.dtype).reshape(g_n, b, n, d)
         idx = idx.reshape(g_n, b, n, -1)
-        pad = self.num_quantizers - idx.shape[-1]
-        if pad:
-            idx = F.pad(idx, (0, pad), value=-1)
-            losses = F.pad(losses, (0, pad), value=0.0)
-        return [(out[g], idx[g], losses[g]) for g in range(g_n)]
+        return [(out[g],) + self._finish_group(idx[g], losses[g], g) for g in range(g_n)]
 
     def forward(  # type: ignore[override]
         self,
@@ -132,10 +131,10 @@ class GroupedResidualVQ(ResidualVQ):
             # One dropout cutoff for all groups, as vector-quantize-pytorch's shared seed gives.
             last = self.last_stage(xs.device)
             hs = [self.rvqs[g].project_in(c) for g, c in enumerate(chunks)]
-            if self.training or self.use_cosine_sim:
+            if self.use_cosine_sim and not self.training:
                 parts = [self._quantize_group(h, mask, last, g) for g, h in enumerate(hs)]
             else:
-                parts = self._eval_groups(hs, mask, last)
+                parts = self._quantize_groups(hs, mask, last)
             outs = [self.rvqs[g].project_out(p[0]) for g, p in enumerate(parts)]
             idxs = [p[1] for p in parts]
             losses = [p[2] for p in parts]

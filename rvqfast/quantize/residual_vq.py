@@ -236,6 +236,12 @@ class ResidualVQ(QuantizerCore):
     def _quantize_group(self, h: Tensor, mask: Tensor | None, last: int, group: int) -> tuple[Tensor, Tensor, Tensor]:
         """(B, N, codebook_dim) -> quantized, indices (B, N, Q) (``-1`` past ``last``), losses (Q,)."""
         out, idx, losses = self.quantize_seq(h, mask, last, group)
+        idx, losses = self._finish_group(idx, losses, group)
+        return out, idx, losses
+
+    def _finish_group(self, idx: Tensor, losses: Tensor, group: int) -> tuple[Tensor, Tensor]:
+        """Add the orthogonal regularisation (training) and pad indices (``-1``) and losses (0)
+        of stages past the dropout cutoff to ``num_quantizers``."""
         if self.training and self.orthogonal_reg_weight > 0:
             # Per stage, on that stage's codebook (vector-quantize-pytorch: each layer's loss).
             extra = [
@@ -250,7 +256,7 @@ class ResidualVQ(QuantizerCore):
         if pad:
             idx = F.pad(idx, (0, pad), value=-1)
             losses = F.pad(losses, (0, pad), value=0.0)
-        return out, idx, losses
+        return idx, losses
 
     def _forward_ce(self, h: Tensor, indices, mask: Tensor | None, group: int, project_out) -> tuple[Tensor, Tensor]:
         if isinstance(indices, list):
