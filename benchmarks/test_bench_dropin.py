@@ -3,7 +3,9 @@ vector-quantize-pytorch, same weights, same session.
 
 - GroupedResidualVQ(dim=512, groups=2, num_quantizers=8, codebook_size=1024), N = 4096 vectors
   (256 x 16 tokens): training step (forward + backward + EMA update) and eval forward
-  (targets: >= 5x and >= 3x vector-quantize-pytorch).
+  (targets: >= 5x and >= 3x vector-quantize-pytorch). rvqfast runs all groups x stages in one
+  ``grouped_rvq_encode`` op call in eval and one ``grouped_nearest_code`` call per stage in
+  training; ``rvqfast-per-group`` is the same module quantizing its groups one after another.
 - VectorQuantize(dim=512, heads=8, separate_codebook_per_head=True, codebook_dim=64,
   codebook_size=1024), eval forward at N = 12544 (256 x 49) (target >= 3x).
 
@@ -26,6 +28,9 @@ vqp = pytest.importorskip("vector_quantize_pytorch")
 
 ROUNDS = 3
 IMPLS = ["vector_quantize_pytorch", "rvqfast", "rvqfast-compiled"]
+# GroupedResidualVQ also runs its groups one after another (the searches per group, G op calls
+# per stage in training and G fused encodes in eval), beside the default one-op-call path.
+GROUPED_IMPLS = IMPLS + ["rvqfast-per-group"]
 _MINS: dict[tuple[str, str], float] = {}
 
 
@@ -92,6 +97,10 @@ def grouped():
 
 
 def _model_for(models: dict, impl: str, mode: str):
+    if impl == "rvqfast-per-group":
+        model = copy.deepcopy(models["rvqfast"]).train(mode == "train")
+        model._one_call = False
+        return model
     model = models["rvqfast" if impl == "rvqfast-compiled" else impl].train(mode == "train")
     if impl == "rvqfast-compiled":
         torch._dynamo.reset()
@@ -99,14 +108,18 @@ def _model_for(models: dict, impl: str, mode: str):
     return model
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", GROUPED_IMPLS)
 def test_bench_grouped_train_step(benchmark, grouped, impl):
     models, x = grouped
     model = _model_for(models, impl, "train")
-    if impl == "rvqfast-compiled":  # compiled == eager on the same state (copies)
+    if impl in ("rvqfast-compiled", "rvqfast-per-group"):  # == eager one-call on the same state (copies)
         ref = copy.deepcopy(models["rvqfast"]).train()
-        twin = torch.compile(copy.deepcopy(models["rvqfast"]).train(), fullgraph=True)
+        if impl == "rvqfast-compiled":
+            twin = torch.compile(copy.deepcopy(models["rvqfast"]).train(), fullgraph=True)
+        else:
+            twin = copy.deepcopy(model)
         assert torch.equal(_train_step(twin, x), _train_step(ref, x))
+        torch.testing.assert_close(twin.codebooks, ref.codebooks, rtol=0, atol=0)
     benchmark.group = "grouped-rvq-train-step"
     benchmark.extra_info.update(impl=impl, n=x.shape[0] * x.shape[1], threads=torch.get_num_threads(),
                                 backends=",".join(rvqfast.available_backends()), **GRVQ)
@@ -116,11 +129,11 @@ def test_bench_grouped_train_step(benchmark, grouped, impl):
     _record(benchmark, benchmark.group, impl)
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("impl", GROUPED_IMPLS)
 def test_bench_grouped_eval(benchmark, grouped, impl):
     models, x = grouped
     model = _model_for(models, impl, "eval")
-    if impl == "rvqfast-compiled":
+    if impl in ("rvqfast-compiled", "rvqfast-per-group"):
         assert torch.equal(_eval_fwd(model, x), _eval_fwd(models["rvqfast"].eval(), x))
     benchmark.group = "grouped-rvq-eval"
     benchmark.extra_info.update(impl=impl, n=x.shape[0] * x.shape[1], threads=torch.get_num_threads(), **GRVQ)

@@ -42,6 +42,10 @@ class GroupedResidualVQ(ResidualVQ):
     per group) it returns ``(quantized, summed cross-entropy)``.
     """
 
+    # False: quantize the groups one after another (the searches per group, as before the
+    # grouped ops); benchmarks compare the two paths.
+    _one_call = True
+
     def __init__(self, *, dim: int, groups: int = 1, accept_image_fmap: bool = False, **kwargs: Any) -> None:
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
             raise ValueError(f"groups must be a positive int, got {groups!r}")
@@ -131,7 +135,7 @@ class GroupedResidualVQ(ResidualVQ):
             # One dropout cutoff for all groups, as vector-quantize-pytorch's shared seed gives.
             last = self.last_stage(xs.device)
             hs = [self.rvqs[g].project_in(c) for g, c in enumerate(chunks)]
-            if self.use_cosine_sim and not self.training:
+            if not self._one_call or (self.use_cosine_sim and not self.training):
                 parts = [self._quantize_group(h, mask, last, g) for g, h in enumerate(hs)]
             else:
                 parts = self._quantize_groups(hs, mask, last)
