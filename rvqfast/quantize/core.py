@@ -327,6 +327,17 @@ class QuantizerCore(nn.Module):
             idx = full_idx
         return out.to(xs.dtype).reshape(b, n, d), idx.reshape(b, n, -1), losses
 
+    def _begin_pass(self, x: Tensor) -> tuple[bool, bool]:
+        """Check the rows and codebooks, resolve the backend for this forward; returns whether
+        codebook updates run and whether they are synchronised."""
+        if not all_finite(x):
+            raise ValueError("x contains NaN or Inf values")
+        if not all_finite(self.embed.detach()):
+            raise ValueError("the codebook contains NaN or Inf values")
+        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device, x.shape[-1])
+        updates = self._updates_allowed()
+        return updates, updates and self._sync_now()
+
     def quantize_flat(self, x: Tensor, last_stage: int, group: int = 0) -> tuple[Tensor, Tensor, Tensor]:
         """Quantize rows ``x`` (M, D) through stages ``0..last_stage`` of ``group``.
 
@@ -335,13 +346,7 @@ class QuantizerCore(nn.Module):
         codes themselves, as in vector-quantize-pytorch.
         """
         n_active = last_stage + 1
-        if not all_finite(x):
-            raise ValueError("x contains NaN or Inf values")
-        if not all_finite(self.embed.detach()):
-            raise ValueError("the codebook contains NaN or Inf values")
-        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device, x.shape[-1])
-        updates = self._updates_allowed()
-        sync = updates and self._sync_now()
+        updates, sync = self._begin_pass(x)
         if not self.training:
             return self._eval_flat(x, n_active, group)
         return self._train_groups([x], n_active, [group], updates, sync)[0]
@@ -354,13 +359,7 @@ class QuantizerCore(nn.Module):
         groups in one ``grouped_nearest_code`` op call; else the groups run one after another.
         """
         n_active = last_stage + 1
-        if not all_finite(x):
-            raise ValueError("x contains NaN or Inf values")
-        if not all_finite(self.embed.detach()):
-            raise ValueError("the codebook contains NaN or Inf values")
-        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device, x.shape[-1])
-        updates = self._updates_allowed()
-        sync = updates and self._sync_now()
+        updates, sync = self._begin_pass(x)
         rows, groups = list(x.unbind(0)), list(range(x.shape[0]))
         if self._groups_in_lockstep():
             return self._train_groups(rows, n_active, groups, updates, sync)
@@ -382,12 +381,17 @@ class QuantizerCore(nn.Module):
         """Training pass of ``groups`` (rows ``rows[i]`` (M, D) each), stage by stage; with
         several groups each stage's search is one grouped op call (callers ensure that is
         equivalent, :meth:`_groups_in_lockstep`)."""
-        passes = [self._train_begin(x, n_active, g, updates) for x, g in zip(rows, groups)]
+        together = len(rows) > 1
+        # Together, the groups' residuals share one (A+1, G, M, D) buffer: stage q's search
+        # inputs of all groups are then one contiguous (G, M, D) block (z_q = r_q here).
+        shared = rows[0].new_empty(n_active + 1, len(rows), *rows[0].shape, dtype=torch.float32) if together else None
+        passes = [self._train_begin(x, n_active, g, updates, None if shared is None else shared[:, i])
+                  for i, (x, g) in enumerate(zip(rows, groups))]
         for q in range(n_active):
             zs = [self._train_stage_input(p, q, sync) for p in passes]
-            if len(passes) > 1 and zs[0] is not None:
+            if together and zs[0] is not None:
                 cbs = self.embed.detach()[[p.slots[q] for p in passes]].float()
-                idx, d2 = _ops.grouped_nearest_code(torch.stack(zs).float().contiguous(), cbs.contiguous(), self._rb, self._rp)
+                idx, d2 = _ops.grouped_nearest_code(shared[q], cbs, self._rb, self._rp)
                 found = list(zip(idx.unbind(0), d2.unbind(0)))
             else:
                 found = [None if z is None else self._search(z, p.slots[q]) for p, z in zip(passes, zs)]
@@ -396,11 +400,11 @@ class QuantizerCore(nn.Module):
                     self._train_stage_update(p, q, z, f[0], f[1], sync)
         return [self._train_end(p, n_active, sync) for p in passes]
 
-    def _train_begin(self, x: Tensor, n_active: int, group: int, updates: bool) -> _TrainPass:
+    def _train_begin(self, x: Tensor, n_active: int, group: int, updates: bool, residuals: Tensor | None = None) -> _TrainPass:
         p = _TrainPass()
         p.xf = xf = x.float()
         p.m, p.d = m, d = xf.shape
-        p.residuals = xf.new_empty(n_active + 1, m, d)
+        p.residuals = xf.new_empty(n_active + 1, m, d) if residuals is None else residuals
         p.residuals[0] = xf.detach()
         p.indices = torch.empty(m, n_active, dtype=torch.int64, device=xf.device)
         p.losses = torch.zeros(n_active, dtype=torch.float32, device=xf.device)
@@ -570,11 +574,7 @@ class QuantizerCore(nn.Module):
         n_active = last_stage + 1
         if self.training or self.use_cosine_sim:
             raise RuntimeError("eval_groups_flat is the eval pass of Euclidean codebooks")
-        if not all_finite(x):
-            raise ValueError("x contains NaN or Inf values")
-        if not all_finite(self.embed.detach()):
-            raise ValueError("the codebook contains NaN or Inf values")
-        self._rb, self._rp = resolve_backend(self.backend, self.precision, x.device, d)
+        self._begin_pass(x)
         xd = x.detach()
         for g in range(g_n):
             self._init_on_eval(xd[g], n_active, g)
