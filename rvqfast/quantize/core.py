@@ -383,15 +383,21 @@ class QuantizerCore(nn.Module):
         equivalent, :meth:`_groups_in_lockstep`)."""
         together = len(rows) > 1
         # Together, the groups' residuals share one (A+1, G, M, D) buffer: stage q's search
-        # inputs of all groups are then one contiguous (G, M, D) block (z_q = r_q here).
-        shared = rows[0].new_empty(n_active + 1, len(rows), *rows[0].shape, dtype=torch.float32) if together else None
+        # inputs of all groups are then one contiguous (G, M, D) block (z_q = r_q here), read in
+        # place. Not under torch.compile: functionalised writes into views of a shared buffer
+        # copy the whole buffer per write there, so each group keeps its own and stage inputs
+        # are stacked.
+        shared = None
+        if together and not torch.compiler.is_compiling():
+            shared = rows[0].new_empty(n_active + 1, len(rows), *rows[0].shape, dtype=torch.float32)
         passes = [self._train_begin(x, n_active, g, updates, None if shared is None else shared[:, i])
                   for i, (x, g) in enumerate(zip(rows, groups))]
         for q in range(n_active):
             zs = [self._train_stage_input(p, q, sync) for p in passes]
             if together and zs[0] is not None:
                 cbs = self.embed.detach()[[p.slots[q] for p in passes]].float()
-                idx, d2 = _ops.grouped_nearest_code(shared[q], cbs, self._rb, self._rp)
+                zq = shared[q] if shared is not None else torch.stack(zs)
+                idx, d2 = _ops.grouped_nearest_code(zq, cbs, self._rb, self._rp)
                 found = list(zip(idx.unbind(0), d2.unbind(0)))
             else:
                 found = [None if z is None else self._search(z, p.slots[q]) for p, z in zip(passes, zs)]
