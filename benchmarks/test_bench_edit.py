@@ -66,9 +66,12 @@ def test_bench_decode_baseline(benchmark, setup):
 
 
 @pytest.mark.benchmark(group="edit-one-motion")
-def test_bench_edit_solver(benchmark, setup):
+@pytest.mark.parametrize("residual", ["fit", "requantize", "keep"])
+def test_bench_edit_solver(benchmark, setup, residual):
+    """One edit by residual policy: the solve alone (keep), re-encoding (requantize) and the
+    default decoder fit."""
     tok, motions, _ = setup
-    res = benchmark.pedantic(edit_many, args=(tok, motions[:1], REQUEST), kwargs={"measure": False},
+    res = benchmark.pedantic(edit_many, args=(tok, motions[:1], REQUEST), kwargs={"measure": False, "residual": residual},
                              rounds=3, iterations=1)
     benchmark.extra_info["frames"] = int(motions[0].shape[0])
     assert res[0].features.shape == motions[0].shape

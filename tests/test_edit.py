@@ -12,7 +12,7 @@ import torch
 from rvqfast.edit import UnreachableEditError, UnreachableEditWarning, edit, main, parse_frames, parse_set
 from rvqfast.editing.apply import blend_weights
 from rvqfast.editing.metrics import bone_lengths
-from rvqfast.editing.solver import solve
+from rvqfast.editing.solver import edit_coupled_slots, solve
 from rvqfast.motion.features import features_to_joints, joints_to_features
 from rvqfast.motion.posecodes import POSECODE_SLOTS, category_index, posecode_indices, slot_values
 from rvqfast.motion.skeleton import JOINT_INDEX, rest_pose
@@ -68,7 +68,9 @@ def test_windowed_edit_is_continuous_and_leaves_outside_codes():
     tok = _tiny_tokenizer()
     x = _motion(4, 64)
     blend = 6
-    res = edit(tok, x, {"vertical:right_forearm": "horizontal"}, "24:44", blend=blend, solver_iters=80)
+    # Solved on the input pose: its geometry is known (the untrained model's reconstruction is not).
+    res = edit(tok, x, {"vertical:right_forearm": "horizontal"}, "24:44", blend=blend, solver_iters=80,
+               solve_on="input", residual="keep")
     # The solved motion reaches the request inside the window ...
     assert res.solver_met == 1.0 and res.metrics["solved_success"] == 1.0
     # ... and fades in and out: the acceleration at the borders is that of a raised-cosine
@@ -88,9 +90,14 @@ def test_windowed_edit_is_continuous_and_leaves_outside_codes():
     assert res.latent_frames == list(range(4, 13))
     assert np.array_equal(res.categories[outside], res.original_categories[outside])
     assert np.array_equal(res.indices[outside], res.original_indices[outside])
-    # the assignment on touched frames is the solved motion's, all 70 slots
-    solved = posecode_indices(features_to_joints(torch.from_numpy(res.target[::4])))
-    assert np.array_equal(res.categories[res.latent_frames], solved[res.latent_frames].numpy())
+    # the assignment on touched frames: requested and coupled slots are the solved motion's,
+    # unrelated slots keep the encoded categories
+    solved = posecode_indices(features_to_joints(torch.from_numpy(res.target[::4]))).numpy()
+    written = [POSECODE_SLOTS.index(s) for s in ["vertical:right_forearm"] + edit_coupled_slots(["vertical:right_forearm"])]
+    other = [i for i in range(len(POSECODE_SLOTS)) if i not in written]
+    lf = res.latent_frames
+    assert np.array_equal(res.categories[np.ix_(lf, written)], solved[np.ix_(lf, written)])
+    assert np.array_equal(res.categories[np.ix_(lf, other)], res.original_categories[np.ix_(lf, other)])
 
 
 def test_residual_policies_and_engine_pair():
@@ -100,15 +107,23 @@ def test_residual_policies_and_engine_pair():
     drop = edit(tok, x, req, "8:24", residual="drop", solver_iters=60, blend=2)
     keep = edit(tok, x, req, "8:24", residual="keep", solver_iters=60, blend=2)
     req_q = edit(tok, x, req, "8:24", residual="requantize", solver_iters=60, blend=2, refine=1)
+    fit = edit(tok, x, req, "8:24", residual="fit", solver_iters=60, blend=2, fit_iters=5)
     assert (drop.indices[drop.latent_frames] == -1).all()
     assert np.array_equal(keep.indices, keep.original_indices)
     assert np.array_equal(drop.categories, keep.categories) and np.array_equal(keep.categories, req_q.categories)
+    assert np.array_equal(fit.categories, keep.categories)
+    untouched = [j for j in range(x.shape[0] // 4) if j not in fit.latent_frames]
+    assert np.array_equal(fit.indices[untouched], fit.original_indices[untouched])
     # (categories, indices) decode to the edited motion: what an engine feeds decoder.onnx
-    for r in (drop, keep, req_q):
+    for r in (drop, keep, req_q, fit):
         y = tok.decode(torch.from_numpy(r.categories)[None], torch.from_numpy(r.indices)[None])
         assert np.allclose(y[0].detach().numpy(), r.features, atol=1e-5)
     with pytest.raises(ValueError, match="residual"):
         edit(tok, x, req, residual="forget")
+    with pytest.raises(ValueError, match="fit_iters"):
+        edit(tok, x, req, fit_iters=-1)
+    with pytest.raises(ValueError, match="solve_on"):
+        edit(tok, x, req, solve_on="target")
 
 
 def test_unreachable_and_contradictory_requests():

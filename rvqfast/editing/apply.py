@@ -5,12 +5,15 @@
 1. encodes the motion (categories, residual indices) and decodes it unedited;
 2. blend weights: 1 on the requested frames, a raised-cosine ramp of ``blend`` frames on each
    side outside them, 0 elsewhere (so the edit fades in and out, no pop at the borders);
-3. solves the edit in joint space on the input pose (:func:`rvqfast.editing.solver.solve`: the
-   least bone rotation that reaches the requested categories) and applies it scaled by the
-   blend weight; re-extracting all 70 slots of the solved motion gives the consistent
-   assignment (coupled slots follow, unrelated ones keep their categories);
-4. the residual of the touched latent frames follows ``residual``: ``"requantize"`` (default:
-   the residual is re-quantized against the new pose latent from the solved motion),
+3. solves the edit in joint space on the reconstructed pose (``solve_on="input"``: the input
+   pose; :func:`rvqfast.editing.solver.solve`: the least bone rotation that reaches the
+   requested categories) and applies it scaled by the blend weight; the requested and
+   kinematically coupled slots (:func:`~rvqfast.editing.solver.edit_coupled_slots`) of the
+   touched tokens take the solved motion's categories -- the consistent assignment -- and
+   unrelated slots keep theirs;
+4. the residual of the touched latent frames follows ``residual``: ``"fit"`` (default: fitted
+   through the decoder so the decoded motion meets the request, :mod:`rvqfast.editing.fit`),
+   ``"requantize"`` (re-quantized against the new pose latent from the solved motion),
    ``"keep"`` (old indices; they describe the old pose) or ``"drop"`` (no residual there:
    pose codes alone);
 5. decodes the new (categories, indices) -- the pair a game engine hands to ``decoder.onnx`` --
@@ -26,16 +29,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from rvqfast.motion.features import FOOT_CONTACT, RIC, ROOT_Y, features_to_joints, joints_to_features
-from rvqfast.motion.posecodes import POSECODE_SLOTS, category_index
+from rvqfast.motion.posecodes import NUM_SLOTS, POSECODE_SLOTS, category_index, posecode_indices
+from rvqfast.motion.skeleton import NUM_JOINTS
 
 from .requests import (
     FRAMES_PER_TOKEN, UnreachableEditWarning, check_reachable, parse_frames, parse_set,
 )
-from .solver import solve
+from .solver import edit_coupled_slots, solve
 
-RESIDUAL_POLICIES = ("requantize", "keep", "drop")
+RESIDUAL_POLICIES = ("fit", "requantize", "keep", "drop")
+DEFAULT_FIT_ITERS = 80
 DEFAULT_BLEND_FRAMES = 10
 
 
@@ -45,7 +51,7 @@ class EditResult:
 
     features: np.ndarray            # (T, 263) decoded edited motion
     reconstruction: np.ndarray      # (T, 263) decoded unedited motion
-    target: np.ndarray | None       # (T, 263) the solved (joint-space edited) input motion
+    target: np.ndarray | None       # (T, 263) the solved (joint-space edited) motion
     categories: np.ndarray          # (T/4, 70) edited pose codes (decoder.onnx input)
     indices: np.ndarray             # (T/4, Q) edited residual indices (decoder.onnx input)
     original_categories: np.ndarray
@@ -156,10 +162,11 @@ def _decode(tok, cats: torch.Tensor, idx: torch.Tensor, n_quantizers) -> torch.T
 
 
 def edit(tokenizer, features, set: dict[str, str] | list[str], frames=None, *,  # noqa: A002
-         residual: str = "requantize", blend: int = DEFAULT_BLEND_FRAMES,
+         residual: str = "fit", blend: int = DEFAULT_BLEND_FRAMES,
          n_quantizers: int | None = None, seen: dict[str, list[str]] | None = None,
          strict: bool = True, solver_iters: int = 100, seed: int = 0, measure: bool = True,
-         refine: int = 2, requantize: bool | None = None) -> EditResult:
+         refine: int = 2, requantize: bool | None = None, fit_iters: int = DEFAULT_FIT_ITERS,
+         solve_on: str = "reconstruction") -> EditResult:
     """Edit pose codes of one motion (RAW features (T, 263), T a multiple of 4).
 
     ``set`` maps slot names (``rvqfast.motion.posecodes.POSECODE_SLOTS``) to labels; ``frames``
@@ -167,21 +174,30 @@ def edit(tokenizer, features, set: dict[str, str] | list[str], frames=None, *,  
     what the run recorded) makes a never-seen category an :class:`UnreachableEditError`
     (``strict=False``: a warning). Requests the solver cannot meet together on some frames
     (contradictory) are warned about with the slot and the share of frames met.
-    ``requantize`` is the old boolean spelling of ``residual``.
+    ``residual`` is what happens to the residual of the edited tokens: ``"fit"`` (default:
+    fitted through the decoder so the decoded motion meets the request, :mod:`rvqfast.editing.fit`,
+    ``fit_iters`` steps), ``"requantize"`` (re-encoded from the solved motion, ``refine``
+    feedback passes), ``"keep"`` or ``"drop"``; ``requantize`` is its old boolean spelling.
+    ``solve_on`` picks the pose the solver edits: the unedited ``"reconstruction"`` (default:
+    the motion as the model reproduces it, so unrelated slots keep the categories the user
+    sees) or the ``"input"``.
     """
     return edit_many(tokenizer, [features], set, [frames], residual=residual, blend=blend,
                      n_quantizers=n_quantizers, seen=seen, strict=strict, solver_iters=solver_iters,
-                     seed=seed, measure=measure, refine=refine, requantize=requantize)[0]
+                     seed=seed, measure=measure, refine=refine, requantize=requantize, fit_iters=fit_iters,
+                     solve_on=solve_on)[0]
 
 
 def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames: list | None = None, *,  # noqa: A002
-              residual: str = "requantize", blend: int = DEFAULT_BLEND_FRAMES,
+              residual: str = "fit", blend: int = DEFAULT_BLEND_FRAMES,
               n_quantizers: int | None = None, seen: dict[str, list[str]] | None = None,
               strict: bool = True, solver_iters: int = 100, seed: int = 0, measure: bool = True,
               refine: int = 2, requantize: bool | None = None, method: str = "solver",
-              bank: np.ndarray | None = None) -> list[EditResult]:
-    """:func:`edit` for several motions with one request; the joint-space solve runs once
-    over all their frames (``frames``: one entry per motion, None = whole motion).
+              bank: np.ndarray | None = None, fit_iters: int = DEFAULT_FIT_ITERS,
+              solve_on: str = "reconstruction") -> list[EditResult]:
+    """:func:`edit` for several motions with one request; the joint-space solve and the
+    residual fit each run once over all of them (``frames``: one entry per motion, None =
+    whole motion).
 
     ``method="bank"`` edits the tokens only, as ``edit.onnx`` does in an engine
     (:mod:`rvqfast.editing.bank`; ``bank`` defaults to the run's ``posecode_bank.npy``;
@@ -201,6 +217,8 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
         raise ValueError(f"residual: expected one of {RESIDUAL_POLICIES}, got {residual!r}")
     if not isinstance(refine, int) or refine < 0:
         raise ValueError(f"refine: expected an integer >= 0, got {refine!r}")
+    if isinstance(fit_iters, bool) or not isinstance(fit_iters, int) or fit_iters < 0:
+        raise ValueError(f"fit_iters: expected an integer >= 0, got {fit_iters!r}")
     requested = parse_set(set)
     check_reachable(requested, seen if seen is not None else seen_categories_of(tok), strict=strict)
     frames = [None] * len(motions) if frames is None else list(frames)
@@ -208,6 +226,8 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
         raise ValueError(f"frames: expected one entry per motion ({len(motions)}), got {len(frames)}")
     targets = {s: category_index(s, lab) for s, lab in requested.items()}
     dev = tok.mean.device
+    if solve_on not in ("reconstruction", "input"):
+        raise ValueError(f"solve_on: expected 'reconstruction' or 'input', got {solve_on!r}")
 
     prep = []
     for m, fr_spec in zip(motions, frames):
@@ -215,13 +235,16 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
         t = x.shape[1]
         fr = parse_frames(fr_spec, t)
         w = blend_weights(t, fr, blend)
-        joints = features_to_joints(x[0].cpu().to(torch.float64))
-        prep.append((x, fr, w, joints))
+        cats, idx = tok.encode(x)
+        recon = _decode(tok, cats, idx, n_quantizers)
+        base = recon if solve_on == "reconstruction" else x
+        joints = features_to_joints(base[0].cpu().to(torch.float64))
+        prep.append((x, fr, w, joints, base, cats, idx, recon))
     # One solve over the active frames of every motion (no smoothness across motions).
-    act_joints = torch.cat([j[torch.from_numpy(w > 0)] for _, _, w, j in prep])
-    starts = torch.cat([torch.arange(int((w > 0).sum())) == 0 for _, _, w, _ in prep])
+    act_joints = torch.cat([p[3][torch.from_numpy(p[2] > 0)] for p in prep])
+    starts = torch.cat([torch.arange(int((p[2] > 0).sum())) == 0 for p in prep])
     sol = solve(act_joints, targets, segment_starts=starts, iters=solver_iters, seed=seed)
-    act_w = torch.from_numpy(np.concatenate([w[w > 0] for _, _, w, _ in prep]))
+    act_w = torch.from_numpy(np.concatenate([p[2][p[2] > 0] for p in prep]))
     blended = sol.blended(act_joints, act_w)
     inside = act_w >= 1.0
     per_slot = sol.met[inside].double().mean(0)
@@ -231,10 +254,13 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
         warnings.warn("edit: the pose cannot reach every request on every frame "
                       f"({'; '.join(bad)}); the requests may contradict each other or the "
                       "motion", UnreachableEditWarning, stacklevel=2)
+    # The edit writes the requested and kinematically coupled slots; unrelated slots keep the
+    # categories the motion was encoded with.
+    written = [POSECODE_SLOTS.index(s) for s in list(requested) + edit_coupled_slots(requested)]
 
     results = []
     offset = 0
-    for x, fr, w, joints in prep:
+    for x, fr, w, joints, base, cats, idx, recon in prep:
         t = x.shape[1]
         active = w > 0
         n_act = int(active.sum())
@@ -242,22 +268,21 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
         edited_joints[torch.from_numpy(active)] = blended[offset:offset + n_act]
         met = sol.met[offset:offset + n_act][inside[offset:offset + n_act]]
         offset += n_act
-        x_np = x[0].cpu().numpy()
-        x_edit = splice_features(x_np, edited_joints.numpy(), active)
+        x_edit = splice_features(base[0].cpu().numpy(), edited_joints.numpy(), active)
         xe = torch.from_numpy(x_edit).unsqueeze(0).to(dev)
-        cats, idx = tok.encode(x)
-        recon = _decode(tok, cats, idx, n_quantizers)
         touched = sorted({int(f) // FRAMES_PER_TOKEN for f in np.flatnonzero(active)})
         cats_new = cats.clone()
-        cats_new[:, touched] = tok.posecode_categories(xe)[:, touched]
+        solved_cats = tok.posecode_categories(xe)
+        rows = torch.tensor(touched, dtype=torch.int64).view(-1, 1)
+        cols = torch.tensor(written, dtype=torch.int64).view(1, -1)
+        cats_new[:, rows, cols] = solved_cats[:, rows, cols]
         idx_new = idx.clone()
         if idx.shape[-1] and residual == "drop":
             idx_new[:, touched] = -1
         if idx.shape[-1] and residual == "requantize":
             # Re-quantize the residual against the new pose latent. The decoder misses the
             # solved pose by its reconstruction error, much of it systematic (extreme poses
-            # come out damped), so feed its miss back into the encoder input ``refine`` times
-            # (the categories stay the solved motion's).
+            # come out damped), so feed its miss back into the encoder input ``refine`` times.
             rows = torch.zeros(t, dtype=torch.bool, device=dev)
             rows[[f for j in touched for f in range(j * FRAMES_PER_TOKEN, (j + 1) * FRAMES_PER_TOKEN)]] = True
             x_enc = xe.clone()
@@ -267,17 +292,75 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
                     break
                 out = _decode(tok, cats_new, idx_new, n_quantizers)
                 x_enc[:, rows] = x_enc[:, rows] + (xe - out)[:, rows]
-        edited = _decode(tok, cats_new, idx_new, n_quantizers)
-        res = EditResult(features=edited[0].cpu().numpy(), reconstruction=recon[0].cpu().numpy(), target=x_edit,
+        res = EditResult(features=None, reconstruction=recon[0].cpu().numpy(), target=x_edit,
                          categories=cats_new[0].cpu().numpy(), indices=idx_new[0].cpu().numpy(),
                          original_categories=cats[0].cpu().numpy(), original_indices=idx[0].cpu().numpy(),
                          frames=fr, weights=w, latent_frames=touched, requested=requested, residual=residual,
                          solver_met=float(met.double().mean()) if met.numel() else 1.0)
+        results.append(res)
+    if residual == "fit" and prep[0][6].shape[-1]:
+        _fit(tok, results, [p[0] for p in prep], requested, n_quantizers, fit_iters)
+    for res, p in zip(results, prep):
+        cats_new = torch.from_numpy(res.categories)[None].to(dev)
+        idx_new = torch.from_numpy(res.indices)[None].to(dev)
+        res.features = _decode(tok, cats_new, idx_new, n_quantizers)[0].cpu().numpy()
         if measure:
             from .metrics import edit_metrics
-            res.metrics = edit_metrics(res, x_np)
-        results.append(res)
+            res.metrics = edit_metrics(res, p[0][0].cpu().numpy())
     return results
+
+
+def _fit(tok, results: list[EditResult], inputs: list[Tensor], requested: dict[str, str],
+         n_quantizers: int | None, iters: int) -> None:
+    """Fit the residual indices of every result's touched tokens in one batch (in place)."""
+    from .fit import fit_residual
+
+    out = fit_residual(tok, *fit_arguments(tok, results, inputs, requested), n_quantizers=n_quantizers, iters=iters)
+    for i, r in enumerate(results):
+        r.indices = out[i, :r.categories.shape[0]].cpu().numpy()
+
+
+def fit_arguments(tok, results: list[EditResult], inputs: list[Tensor], requested: dict[str, str]) -> tuple:
+    """The padded batch :func:`rvqfast.editing.fit.fit_residual` takes, from edit results
+    (their ``original_indices`` are the starting residual) and the input features."""
+    from .fit import bone_lengths_of
+
+    dev = tok.mean.device
+    b = len(results)
+    n = max(r.categories.shape[0] for r in results)
+    q = results[0].indices.shape[-1]
+    t = FRAMES_PER_TOKEN * n
+    lengths = torch.tensor([r.categories.shape[0] for r in results])
+    cats = torch.zeros(b, n, NUM_SLOTS, dtype=torch.int64)
+    idx = torch.zeros(b, n, q, dtype=torch.int64)
+    touched = torch.zeros(b, n, dtype=torch.bool)
+    weights = torch.zeros(b, t)
+    target = torch.zeros(b, t, NUM_JOINTS, 3)
+    recon = torch.zeros(b, t, NUM_JOINTS, 3)
+    bones = torch.zeros(b, NUM_JOINTS - 1)
+    req = torch.tensor([POSECODE_SLOTS.index(s) for s in requested])
+    coupled = torch.tensor([POSECODE_SLOTS.index(s) for s in edit_coupled_slots(requested)], dtype=torch.int64)
+    unrelated = torch.ones(NUM_SLOTS, dtype=torch.bool)
+    unrelated[req] = False
+    unrelated[coupled] = False
+    goal = torch.zeros(b, t, NUM_SLOTS, dtype=torch.int64)
+    tgt_cat = torch.tensor([category_index(s, lab) for s, lab in requested.items()])
+    for i, (r, x) in enumerate(zip(results, inputs)):
+        ni, ti = r.categories.shape[0], FRAMES_PER_TOKEN * r.categories.shape[0]
+        cats[i, :ni] = torch.from_numpy(r.categories)
+        idx[i, :ni] = torch.from_numpy(r.original_indices)
+        touched[i, r.latent_frames] = True
+        weights[i, :ti] = torch.from_numpy(r.weights)
+        jt = features_to_joints(torch.from_numpy(np.asarray(r.target, np.float32)))
+        jr = features_to_joints(torch.from_numpy(r.reconstruction))
+        target[i, :ti], recon[i, :ti] = jt, jr
+        bones[i] = bone_lengths_of(features_to_joints(x[0].cpu().float())).median(0).values
+        g = posecode_indices(jr)
+        g[:, coupled] = posecode_indices(jt)[:, coupled]
+        g[:, req] = tgt_cat
+        goal[i, :ti] = g
+    return tuple(x.to(dev) for x in (cats, idx, touched, lengths, target, recon, bones, weights, goal, req,
+                                     unrelated))
 
 
 def _edit_with_bank(tok, motions, set, frames, *, residual, blend, n_quantizers, seen, strict, measure,  # noqa: A002

@@ -19,7 +19,7 @@ import numpy as np
 from rvqfast._cli import cli_entry
 from rvqfast._io import atomic_write, atomic_write_json, atomic_write_text
 
-from .apply import DEFAULT_BLEND_FRAMES, RESIDUAL_POLICIES, edit
+from .apply import DEFAULT_BLEND_FRAMES, DEFAULT_FIT_ITERS, RESIDUAL_POLICIES, edit
 from .requests import FRAMES_PER_TOKEN, UnreachableEditError, parse_set
 
 
@@ -55,7 +55,8 @@ def _run_suite(args, tok) -> int:
         from rvqfast.eval.evaluator import load_evaluator
         ev = load_evaluator(args.evaluator)
     res = run_suite(tok, [ds.features[i] for i in ids], residual=args.residual, evaluator=ev,
-                    fid_reference=list(ds.features) if ev is not None else None, blend=args.blend)
+                    fid_reference=list(ds.features) if ev is not None else None, blend=args.blend,
+                    fit_iters=args.fit_iters, solve_on=args.solve_on)
     res.update({"run": str(Path(args.run).resolve()), "data": args.data or "default", "split": args.split,
                 "motion_names": [ds.names[i] for i in ids],
                 "evaluator": str(Path(args.evaluator).resolve()) if args.evaluator else None})
@@ -86,8 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", metavar="SLOT=LABEL",
                     help="e.g. 'angle:left_knee=bent 90-100 deg' (repeatable: several slots at once)")
     ap.add_argument("--frames", default=None, help="start:stop motion frames (default: all)")
-    ap.add_argument("--residual", choices=RESIDUAL_POLICIES, default="requantize",
-                    help="residual of edited frames: re-quantize against the new pose (default), keep, drop")
+    ap.add_argument("--residual", choices=RESIDUAL_POLICIES, default="fit",
+                    help="residual of edited frames: fit through the decoder so the decoded motion meets "
+                         "the request (default), re-quantize against the new pose, keep, drop")
+    ap.add_argument("--fit-iters", type=int, default=DEFAULT_FIT_ITERS,
+                    help="steps of the residual fit (--residual fit)")
+    ap.add_argument("--solve-on", choices=("reconstruction", "input"), default="reconstruction",
+                    help="pose the joint-space solver edits: the unedited reconstruction (default) or the input")
     ap.add_argument("--requantize", action="store_true", help=argparse.SUPPRESS)  # old spelling
     ap.add_argument("--blend", type=int, default=DEFAULT_BLEND_FRAMES, help="blend ramp (frames) at window borders")
     ap.add_argument("--allow-unseen", action="store_true",
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     residual = "requantize" if args.requantize else args.residual
     try:
         res = edit(tok, feats, requested, args.frames, residual=residual, blend=args.blend,
-                   strict=not args.allow_unseen)
+                   strict=not args.allow_unseen, fit_iters=args.fit_iters, solve_on=args.solve_on)
     except UnreachableEditError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

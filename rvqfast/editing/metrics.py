@@ -2,9 +2,11 @@
 
 Pose-code rates compare codes re-extracted (every motion frame) from the decoded edited motion
 with those of the decoded *unedited* reconstruction, so reconstruction error is not counted
-against the edit. Slots are split with the coupling table (``POSECODE_SLOT_JOINTS``): *coupled*
-slots read a joint that a requested slot reads (they may have to change), *unrelated* slots
-read none (they should keep their categories).
+against the edit. Slots are split with the coupling table (``POSECODE_SLOT_JOINTS``) and the
+solver's kinematics (:func:`rvqfast.editing.solver.edit_coupled_slots`): *coupled* slots read a
+joint that a requested slot reads or that the edit moves (the limb distal of the rotated
+bones; they may have to change), *unrelated* slots read none (they should keep their
+categories).
 
 Naturalness (joints in metres, 20 fps): bone-length error against the input motion's own
 bone lengths (mm), foot skating (mean horizontal speed of a foot joint while it is within
@@ -19,6 +21,8 @@ import torch
 from rvqfast.motion.features import features_to_joints
 from rvqfast.motion.posecodes import POSECODE_SLOTS, category_index, coupled_slots, posecode_indices
 from rvqfast.motion.skeleton import FPS, PARENTS
+
+from .solver import edit_coupled_slots
 
 FOOT_JOINTS = (7, 8, 10, 11)
 SKATE_HEIGHT_M = 0.05
@@ -94,8 +98,12 @@ def edit_metrics(res, input_features: np.ndarray) -> dict:
     fr = np.arange(res.frames.start, res.frames.stop)
     req = np.array([POSECODE_SLOTS.index(s) for s in res.requested])
     tgt = np.array([category_index(s, lab) for s, lab in res.requested.items()])
-    coupled = np.array([POSECODE_SLOTS.index(s) for s in coupled_slots(list(res.requested))], dtype=int)
+    coupled = np.array([POSECODE_SLOTS.index(s) for s in edit_coupled_slots(res.requested)], dtype=int)
     unrelated = np.setdiff1d(np.arange(len(POSECODE_SLOTS)), np.concatenate([req, coupled]))
+    # The narrower reading of "unrelated" (shares no joint with a requested slot, even if the
+    # edit moves it, like the foot of a bent knee), kept for comparison with earlier results.
+    sharing = np.array([POSECODE_SLOTS.index(s) for s in coupled_slots(list(res.requested))], dtype=int)
+    not_sharing = np.setdiff1d(np.arange(len(POSECODE_SLOTS)), np.concatenate([req, sharing]))
     t = j_out.shape[0]
     outside = np.flatnonzero(res.weights == 0)
     out = {
@@ -104,6 +112,7 @@ def edit_metrics(res, input_features: np.ndarray) -> dict:
         "input_success": float((c_in[np.ix_(fr, req)] == tgt).mean()),
         "solved_success": float((c_tgt[np.ix_(fr, req)] == tgt).mean()),
         "unrelated_preservation": float((c_out[np.ix_(fr, unrelated)] == c_rec[np.ix_(fr, unrelated)]).mean()),
+        "unshared_preservation": float((c_out[np.ix_(fr, not_sharing)] == c_rec[np.ix_(fr, not_sharing)]).mean()),
         "coupled_change": float((c_out[np.ix_(fr, coupled)] != c_rec[np.ix_(fr, coupled)]).mean()) if coupled.size else 0.0,
         "coupled_consistency": float((c_out[np.ix_(fr, coupled)] == c_tgt[np.ix_(fr, coupled)]).mean()) if coupled.size else 1.0,
         "outside_preservation": float((c_out[outside] == c_rec[outside]).mean()) if outside.size else None,

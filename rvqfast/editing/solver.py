@@ -42,6 +42,8 @@ _LIMB_JOINTS = {
     "right_arm": ("right_elbow", "right_wrist"),
 }
 _DISTAL = {j for js in _LIMB_JOINTS.values() for j in js}
+_FEET = tuple(JOINT_INDEX[n] for n in ("left_ankle", "right_ankle", "left_foot", "right_foot"))
+_PLANTED_M = 0.05
 
 
 def _subtree(root: int) -> list[int]:
@@ -89,6 +91,45 @@ def moved_joints(bones) -> set[str]:
     return {JOINT_NAMES[j] for b in bones for j in range(NUM_JOINTS) if _SUBTREE_MASK[b, j]}
 
 
+def edit_coupled_slots(slots) -> list[str]:
+    """Slots an edit of ``slots`` may have to change (other than ``slots``): those reading a
+    joint the requested slots read or a joint the solver moves for them -- the edited limb
+    distal of the rotated bones (bending a knee moves the foot, so the foot's ground,
+    distance and position slots follow) -- and, when a ground slot lifts the body, every
+    ground slot; when the upper body turns, every left/right and front/back slot (measured in
+    the body frame). An angle or distance whose joints all move together under the same rotations
+    keeps its value (turning the upper body leaves the elbow angle alone) and is not coupled.
+    The other slots are *unrelated*: the edit should keep their categories."""
+    slots = list(slots)
+    bones = movable_bones(slots)
+    read = {j for s in slots for j in POSECODE_SLOT_JOINTS[s]}
+    moved = moved_joints(bones)
+    lifted = any(s.startswith("ground:") for s in slots)
+    trunk = any(BONES[b][1] == "spine1" for b in bones)
+
+    def rotations_of(name: str) -> frozenset:
+        return frozenset(b for b in bones if _SUBTREE_MASK[b, JOINT_INDEX[name]])
+
+    out = []
+    for s in POSECODE_SLOTS:
+        if s in slots:
+            continue
+        joints = POSECODE_SLOT_JOINTS[s]
+        kind = s.split(":")[0]
+        # Ground heights follow a lift; left/right and front/back are measured in the body
+        # frame, whose facing turns with the shoulders when the upper body moves.
+        if (lifted and kind == "ground") or (trunk and kind in ("relpos_x", "relpos_z")):
+            out.append(s)
+            continue
+        if not (read | moved) & set(joints):
+            continue
+        rigid = kind in ("angle", "distance") and not read & set(joints) \
+            and len({rotations_of(j) for j in joints}) == 1
+        if not rigid:
+            out.append(s)
+    return out
+
+
 def _rodrigues(aa: Tensor) -> Tensor:
     """Axis-angle (..., 3) -> rotation matrices (..., 3, 3)."""
     theta = torch.sqrt((aa * aa).sum(-1, keepdim=True) + 1e-12)
@@ -102,17 +143,17 @@ def _rodrigues(aa: Tensor) -> Tensor:
     return eye + s * kmat + (1 - c) * (kmat @ kmat)
 
 
-def apply_rotations(joints: Tensor, rotations: Tensor, bones: list[int], root_dy: Tensor | None = None) -> Tensor:
+def apply_rotations(joints: Tensor, rotations: Tensor, bones: list[int], root_shift: Tensor | None = None) -> Tensor:
     """Rotate the subtrees of ``bones`` (parents first) by axis-angle ``rotations`` (F, len(bones), 3)
-    about their pivots; ``root_dy`` (F,) lifts the whole body. Bone lengths are unchanged."""
+    about their pivots; ``root_shift`` (F, 3) moves the whole body. Bone lengths are unchanged."""
     j = joints
     for k, b in enumerate(sorted(bones)):
         pivot = j[:, JOINT_INDEX[BONES[b][0]]].unsqueeze(1)
         rot = _rodrigues(rotations[:, k])
         moved = pivot + (j - pivot) @ rot.transpose(-1, -2)
         j = torch.where(_SUBTREE_MASK[b].to(j.device).view(1, -1, 1), moved, j)
-    if root_dy is not None:
-        j = j + torch.stack([torch.zeros_like(root_dy), root_dy, torch.zeros_like(root_dy)], -1).unsqueeze(1)
+    if root_shift is not None:
+        j = j + root_shift.unsqueeze(1)
     return j
 
 
@@ -122,7 +163,7 @@ class Solution:
 
     joints: Tensor          # (F, 22, 3) the solved pose (full edit)
     rotations: Tensor       # (F, len(bones), 3) axis-angle per movable bone
-    root_dy: Tensor         # (F,) vertical shift of the body (ground slots only, else zeros)
+    root_shift: Tensor      # (F, 3) shift of the body: vertical for ground slots, horizontal to keep feet planted
     bones: list[int]
     categories: Tensor      # (F, 70) re-extracted categories of the solved pose
     met: Tensor             # (F, R) bool: requested slot r holds in frame f
@@ -130,17 +171,60 @@ class Solution:
     def blended(self, joints: Tensor, weight: Tensor) -> Tensor:
         """Apply the edit scaled by per-frame ``weight`` (F,) in [0, 1] (smooth window borders)."""
         w = weight.to(joints.dtype)
-        rot, dy = self.rotations.to(joints.dtype), self.root_dy.to(joints.dtype)
-        return apply_rotations(joints, rot * w.view(-1, 1, 1), self.bones, dy * w)
+        rot, shift = self.rotations.to(joints.dtype), self.root_shift.to(joints.dtype)
+        return apply_rotations(joints, rot * w.view(-1, 1, 1), self.bones, shift * w.view(-1, 1))
+
+
+def _lift(dy: Tensor) -> Tensor:
+    """(F,) vertical shift -> (F, 3) body shift."""
+    z = torch.zeros_like(dy)
+    return torch.stack([z, dy, z], -1)
+
+
+def _plant_feet(base: Tensor, edited: Tensor, smooth_mask: Tensor, weight: float, iters: int) -> Tensor:
+    """(F, 3) horizontal body slide that keeps the feet planted in ``base`` from skating in
+    ``edited``. Sliding the whole body changes no pose code (every slot is invariant under a
+    horizontal translation), so it runs after the pose is solved and cannot undo the edit.
+    A foot counts as planted where it is within 5 cm of the floor on consecutive frames both
+    before and after the edit (a foot the edit lifts is free)."""
+    feet = list(_FEET)
+    low = []
+    for m in (base, edited):  # planted before the edit and still on the floor after it
+        h = m[:, feet, 1] - m[..., 1].min()
+        low.append((h[1:] < _PLANTED_M) & (h[:-1] < _PLANTED_M))
+    planted = (low[0] & low[1]).to(base.dtype) * smooth_mask.view(-1, 1)
+    if not bool(planted.any()):
+        return torch.zeros(base.shape[0], 3, dtype=base.dtype)
+    # Extra foot motion the edit added on planted frames; the slide's steps should cancel it.
+    extra = ((edited[1:, feet] - edited[:-1, feet]) - (base[1:, feet] - base[:-1, feet]))[..., [0, 2]].detach()
+    xz = torch.zeros(base.shape[0], 2, dtype=base.dtype, requires_grad=True)
+    opt = torch.optim.Adam([xz], lr=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0 - i / max(iters, 1))
+    for _ in range(iters):
+        step = (xz[1:] - xz[:-1]).unsqueeze(1)
+        slip = step + extra
+        ds = step.squeeze(1)
+        loss = (weight * ((slip * slip).sum(-1) * planted).sum() + 10.0 * (xz * xz).sum()
+                + 20.0 * ((ds * ds).sum(-1) * smooth_mask).sum())
+        opt.zero_grad(set_to_none=True)
+        (loss / base.shape[0]).backward()
+        opt.step()
+        sched.step()
+    xz = xz.detach()
+    return torch.stack([xz[:, 0], torch.zeros_like(xz[:, 0]), xz[:, 1]], -1)
 
 
 def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | None = None,
           iters: int = 100, lr: float = 0.05, seed: int = 0, keep_weight: float = 1.0,
-          coupled_keep_weight: float = 0.05, margin: float = 0.5, smooth_weight: float = 20.0) -> Solution:
+          coupled_keep_weight: float = 0.05, margin: float = 0.5, smooth_weight: float = 20.0,
+          plant_weight: float = 1e5) -> Solution:
     """Move ``joints`` (F, 22, 3) the least so that each slot of ``targets`` ({slot: local
     category}) holds, keeping other slots where possible.
 
     ``segment_starts`` (F,) bool marks frames that begin a new motion (no smoothness across).
+    When the edit moves a leg, the body may also slide horizontally so that feet planted in
+    ``joints`` (within 5 cm of the floor on consecutive frames) do not skate
+    (``plant_weight``; 0 turns it off).
     """
     if joints.dim() != 3 or tuple(joints.shape[1:]) != (NUM_JOINTS, 3):
         raise ValueError(f"joints: expected shape (F, 22, 3), got {tuple(joints.shape)}")
@@ -180,7 +264,7 @@ def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | N
     tgt_full = cur.clone()
     tgt_full[:, req] = tgt
     for _ in range(iters):
-        j = apply_rotations(j0, rot, bones, dy if use_root else None)
+        j = apply_rotations(j0, rot, bones, _lift(dy) if use_root else None)
         v = slot_values(j)
         viol = bin_violation(v[:, req], tgt_full[:, req], margin, req)
         keep = bin_violation(v, cur, 0.0) * keep_w
@@ -197,11 +281,16 @@ def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | N
         opt.step()
         sched.step()
     with torch.no_grad():
-        j = apply_rotations(j0, rot, bones, dy if use_root else None)
+        shift = _lift(dy.detach())
+    if plant_weight > 0 and f > 1 and any(_SUBTREE_MASK[b, list(_FEET)].any() for b in bones):
+        shift = shift + _plant_feet(j0, apply_rotations(j0, rot.detach(), bones, shift), smooth_mask,
+                                    plant_weight, iters)
+    with torch.no_grad():
+        j = apply_rotations(j0, rot, bones, shift)
         cats = values_to_indices(slot_values(j))
         met = cats[:, req] == tgt
-    return Solution(joints=j.to(joints.dtype), rotations=rot.detach(), root_dy=dy.detach(), bones=bones,
+    return Solution(joints=j.to(joints.dtype), rotations=rot.detach(), root_shift=shift, bones=bones,
                     categories=cats, met=met)
 
 
-__all__ = ["BONES", "Solution", "apply_rotations", "movable_bones", "moved_joints", "solve", "NUM_SLOTS"]
+__all__ = ["BONES", "Solution", "apply_rotations", "edit_coupled_slots", "movable_bones", "moved_joints", "solve", "NUM_SLOTS"]

@@ -63,7 +63,7 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def run_suite(tokenizer, features: list[np.ndarray], *, requests=None, residual: str = "requantize",
+def run_suite(tokenizer, features: list[np.ndarray], *, requests=None, residual: str = "fit",
               modes=MODES, evaluator=None, fid_reference: list[np.ndarray] | None = None,
               progress: bool = True, keep_edits: bool = False, **edit_kwargs) -> dict:
     """Run the suite on RAW test ``features`` (each cropped to a multiple of 4 frames).

@@ -368,6 +368,9 @@ _KIND_SCALE = {"angle": 10.0, "distance": 0.1, "relpos_x": RELPOS_THRESHOLD_M,
                "ground": GROUND_THRESHOLD_M}
 SLOT_EDGES: list[list[float]] = [list(_KIND_EDGES[k]) for k in SLOT_KINDS]
 SLOT_SCALES: list[float] = [_KIND_SCALE[k] for k in SLOT_KINDS]
+_EDGE_TABLE = torch.full((len(SLOT_EDGES), max(len(e) for e in SLOT_EDGES)), math.inf, dtype=torch.float64)
+for _s, _e in enumerate(SLOT_EDGES):
+    _EDGE_TABLE[_s, :len(_e)] = torch.tensor(_e, dtype=torch.float64)
 
 
 def _bin_bounds() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -433,11 +436,9 @@ def slot_values(joints: torch.Tensor) -> torch.Tensor:
 
 def values_to_indices(values: torch.Tensor) -> torch.Tensor:
     """Categories (..., 70) int64 from :func:`slot_values` output."""
-    out = torch.zeros(values.shape, dtype=torch.int64, device=values.device)
-    for s, edges in enumerate(SLOT_EDGES):
-        e = torch.tensor(edges, dtype=values.dtype, device=values.device)
-        out[..., s] = (values[..., s:s + 1] > e).sum(-1)
-    return out
+    # One comparison against every slot's edges, padded with +inf (never exceeded).
+    edges = _EDGE_TABLE.to(values.device, values.dtype)
+    return (values.unsqueeze(-1) > edges).sum(-1)
 
 
 def bin_violation(values: torch.Tensor, categories: torch.Tensor, margin: float | torch.Tensor = 0.0,
