@@ -146,6 +146,20 @@ class QuantizerCore(nn.Module):
             return self._gumbel_search(z, cb.float())
         return search(z, cb, cosine=self.use_cosine_sim, backend=self._rb, precision=self._rp)
 
+    def _grouped_search(self, zs: Tensor, slots: list[int]) -> tuple[Tensor, Tensor]:
+        """:meth:`_search` of several groups at once: rows ``zs`` (G, M, D), group g against
+        codebook slot ``slots[g]``, in one ``grouped_nearest_code`` op call. The same answers
+        as one ``search`` per group (cosine: the same appended column, per group's codebook)."""
+        cbs = self.embed.detach()[slots].float()
+        if not self.use_cosine_sim:
+            return _ops.grouped_nearest_code(zs.float().contiguous(), cbs.contiguous(), self._rb, self._rp)
+        norms = (cbs * cbs).sum(-1)
+        extra = (norms.amax(-1, keepdim=True) - norms).clamp(min=0).sqrt()
+        cb_aug = torch.cat([cbs, extra[..., None]], -1)
+        idx, _ = _ops.grouped_nearest_code(F.pad(zs.float(), (0, 1)).contiguous(), cb_aug, self._rb, self._rp)
+        diff = zs.float() - torch.gather(cbs, 1, idx[..., None].expand(-1, -1, cbs.shape[-1]))
+        return idx, (diff * diff).sum(-1)
+
     def _gumbel_search(self, z: Tensor, cb: Tensor) -> tuple[Tensor, Tensor]:
         # Logits as in vector-quantize-pytorch: -L2 distance (or the dot product for cosine),
         # over the temperature, plus Gumbel noise; rows in chunks to bound memory.
@@ -370,8 +384,8 @@ class QuantizerCore(nn.Module):
         exactly what running the groups one after another gives. The groups' codebooks are
         disjoint, so only the order of random draws can differ: lockstep needs no k-means init
         in this step, no per-stage dead-code replacement (shared codebooks) and no Gumbel
-        sampling; and the plain Euclidean search (cosine search augments each codebook)."""
-        if self.use_cosine_sim or (self.stochastic_sample_codes and self.sample_codebook_temp > 0):
+        sampling."""
+        if self.stochastic_sample_codes and self.sample_codebook_temp > 0:
             return False
         if self.shared_codebook and self.threshold_ema_dead_code > 0:
             return False
@@ -388,16 +402,15 @@ class QuantizerCore(nn.Module):
         # copy the whole buffer per write there, so each group keeps its own and stage inputs
         # are stacked.
         shared = None
-        if together and not torch.compiler.is_compiling():
+        if together and not self.use_cosine_sim and not torch.compiler.is_compiling():
             shared = rows[0].new_empty(n_active + 1, len(rows), *rows[0].shape, dtype=torch.float32)
         passes = [self._train_begin(x, n_active, g, updates, None if shared is None else shared[:, i])
                   for i, (x, g) in enumerate(zip(rows, groups))]
         for q in range(n_active):
             zs = [self._train_stage_input(p, q, sync) for p in passes]
             if together and zs[0] is not None:
-                cbs = self.embed.detach()[[p.slots[q] for p in passes]].float()
                 zq = shared[q] if shared is not None else torch.stack(zs)
-                idx, d2 = _ops.grouped_nearest_code(zq, cbs, self._rb, self._rp)
+                idx, d2 = self._grouped_search(zq, [p.slots[q] for p in passes])
                 found = list(zip(idx.unbind(0), d2.unbind(0)))
             else:
                 found = [None if z is None else self._search(z, p.slots[q]) for p, z in zip(passes, zs)]
@@ -573,13 +586,13 @@ class QuantizerCore(nn.Module):
         ``0..last_stage``, all groups and stages in one ``grouped_rvq_encode`` op call.
 
         Returns ``(quantized (G, M, D) fp32, indices (G, M, A) int64, losses (G, A) zeros)``:
-        the same as :meth:`quantize_flat` in eval mode on each group (cosine codebooks, which
-        search per stage, run that per group).
+        the same as :meth:`quantize_flat` in eval mode on each group. Cosine codebooks search
+        stage by stage (normalised residuals): one grouped search op call per stage.
         """
         g_n, m, d = x.shape
         n_active = last_stage + 1
-        if self.training or self.use_cosine_sim:
-            raise RuntimeError("eval_groups_flat is the eval pass of Euclidean codebooks")
+        if self.training:
+            raise RuntimeError("eval_groups_flat is the eval pass")
         self._begin_pass(x)
         xd = x.detach()
         for g in range(g_n):
@@ -587,13 +600,26 @@ class QuantizerCore(nn.Module):
         losses = torch.zeros(g_n, n_active, dtype=torch.float32, device=x.device)
         if m == 0:
             return x.new_zeros(g_n, 0, d, dtype=torch.float32), torch.empty(g_n, 0, n_active, dtype=torch.int64, device=x.device), losses
-        e = self.embed.detach().float()
-        e = e.view(g_n, -1, *e.shape[1:])
-        cbs = e.expand(-1, n_active, -1, -1) if self.shared_codebook else e[:, :n_active]
-        indices, quantized = _ops.grouped_rvq_encode(xd.float().contiguous(), cbs.contiguous(), self._rb, self._rp)
-        if self.learnable_codebook and torch.is_grad_enabled():
-            quantized = torch.stack([self.decode_flat(indices[g], grad=True, group=g) for g in range(g_n)])
-        return quantized, indices, losses
+        grad = self.learnable_codebook and torch.is_grad_enabled()
+        if self.use_cosine_sim:
+            # Normalised residuals: one grouped search per stage, all groups together.
+            r = xd.float()
+            indices = torch.empty(g_n, m, n_active, dtype=torch.int64, device=x.device)
+            for q in range(n_active):
+                slots = [self._slot(q, g) for g in range(g_n)]
+                idx, _ = self._grouped_search(self._transform(r), slots)
+                indices[..., q] = idx
+                cbs = self.embed.detach()[slots].float()
+                r = r - torch.gather(cbs, 1, idx[..., None].expand(-1, -1, d))
+        else:
+            e = self.embed.detach().float()
+            e = e.view(g_n, -1, *e.shape[1:])
+            cbs = e.expand(-1, n_active, -1, -1) if self.shared_codebook else e[:, :n_active]
+            indices, quantized = _ops.grouped_rvq_encode(xd.float().contiguous(), cbs.contiguous(), self._rb, self._rp)
+            if not grad:
+                return quantized, indices, losses
+        out = torch.stack([self.decode_flat(indices[g], grad=grad, group=g) for g in range(g_n)])
+        return out, indices, losses
 
     @torch.no_grad()
     def _fill_uninitted(self, x: Tensor, group: int = 0) -> None:

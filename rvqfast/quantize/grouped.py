@@ -33,7 +33,8 @@ class GroupedResidualVQ(ResidualVQ):
     ``accept_image_fmap`` and every :class:`ResidualVQ` keyword (applied to each group, whose
     ``dim`` is ``dim // groups``). The codebooks of all groups and stages live in one
     (G*Q, K, codebook_dim) tensor of one engine; in eval all groups and stages run through one
-    ``grouped_rvq_encode`` op call (cosine codebooks: a per-stage search per group). State dicts of vector-quantize-pytorch (``rvqs.{g}.layers.{q}._codebook.*``)
+    ``grouped_rvq_encode`` op call (cosine codebooks: one grouped search call per stage), in
+    training each stage searches all groups in one ``grouped_nearest_code`` call. State dicts of vector-quantize-pytorch (``rvqs.{g}.layers.{q}._codebook.*``)
     load directly.
 
     ``forward(x, indices=None, return_all_codes=False, sample_codebook_temp=None,
@@ -135,7 +136,7 @@ class GroupedResidualVQ(ResidualVQ):
             # One dropout cutoff for all groups, as vector-quantize-pytorch's shared seed gives.
             last = self.last_stage(xs.device)
             hs = [self.rvqs[g].project_in(c) for g, c in enumerate(chunks)]
-            if not self._one_call or (self.use_cosine_sim and not self.training):
+            if not self._one_call:
                 parts = [self._quantize_group(h, mask, last, g) for g, h in enumerate(hs)]
             else:
                 parts = self._quantize_groups(hs, mask, last)
