@@ -36,7 +36,10 @@ if torch is not None and os.environ.get("RVQFAST_NO_EXT") != "1":
                 include_dirs=[os.path.join(ROOT, "kernels")],
                 # Kernels pick AVX-512 / AMX at run time (function target attributes), so the
                 # baseline flags stay portable across x86-64 machines.
-                extra_compile_args=["-O3", "-std=c++17", "-fno-math-errno"],
+                # -fopenmp: at::parallel_for is an inline template with `#pragma omp parallel`;
+                # compiled without it, every parallel loop in the extension ran on one thread.
+                extra_compile_args=["-O3", "-std=c++17", "-fno-math-errno", "-fopenmp"],
+                extra_link_args=["-fopenmp"],
             )
         )
     cuda_sources = _rel("kernels/binding/cuda_binding.cpp") + _rel("kernels/cuda/*.cu")

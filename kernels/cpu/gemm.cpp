@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
 #include <exception>
 #include <vector>
 
@@ -115,28 +117,43 @@ void gemm_nt_s8(int64_t m, int64_t n, int64_t k, const int8_t* a, const int8_t* 
   at::_int_mm_out(tc, ta, tb.t());
 }
 
+namespace {
+
+// One pass of the exactness probe (see int8_gemm_exact).
+bool int8_probe() {
+  // Shapes straddling oneDNN's blocking; values at the int8 extremes with mixed signs, the
+  // pattern on which pair-wise int16 accumulation (vpmaddubsw) would saturate.
+  const int64_t shapes[][3] = {{1, 1, 4}, {7, 5, 12}, {33, 17, 64}, {70, 129, 516}};
+  for (const auto& sh : shapes) {
+    const int64_t m = sh[0], n = sh[1], k = sh[2];
+    std::vector<int8_t> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(n * k));
+    for (int64_t i = 0; i < m * k; ++i) a[i] = (i * 7 + i / k) % 3 == 0 ? -127 : 127;
+    for (int64_t i = 0; i < n * k; ++i) b[i] = (i * 5 + i / k) % 4 == 0 ? -127 : 127;
+    for (int64_t i = 0; i < k; ++i) b[i] = 127;  // a row of pure maxima
+    std::vector<int32_t> c(static_cast<size_t>(m * n));
+    gemm_nt_s8(m, n, k, a.data(), b.data(), c.data());
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t ref = 0;
+        for (int64_t i = 0; i < k; ++i) ref += int64_t{a[r * k + i]} * b[j * k + i];
+        if (ref != c[r * n + j]) return false;
+      }
+  }
+  return true;
+}
+
+}  // namespace
+
 bool int8_gemm_exact() {
   static const bool ok = []() {
     try {
-      // Shapes straddling oneDNN's blocking; values at the int8 extremes with mixed signs, the
-      // pattern on which pair-wise int16 accumulation (vpmaddubsw) would saturate.
-      const int64_t shapes[][3] = {{1, 1, 4}, {7, 5, 12}, {33, 17, 64}, {70, 129, 516}};
-      for (const auto& sh : shapes) {
-        const int64_t m = sh[0], n = sh[1], k = sh[2];
-        std::vector<int8_t> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(n * k));
-        for (int64_t i = 0; i < m * k; ++i) a[i] = (i * 7 + i / k) % 3 == 0 ? -127 : 127;
-        for (int64_t i = 0; i < n * k; ++i) b[i] = (i * 5 + i / k) % 4 == 0 ? -127 : 127;
-        for (int64_t i = 0; i < k; ++i) b[i] = 127;  // a row of pure maxima
-        std::vector<int32_t> c(static_cast<size_t>(m * n));
-        gemm_nt_s8(m, n, k, a.data(), b.data(), c.data());
-        for (int64_t r = 0; r < m; ++r)
-          for (int64_t j = 0; j < n; ++j) {
-            int64_t ref = 0;
-            for (int64_t i = 0; i < k; ++i) ref += int64_t{a[r * k + i]} * b[j * k + i];
-            if (ref != c[r * n + j]) return false;
-          }
-      }
-      return true;
+      // The certified int8 search calls the GEMM both from the top level (multi-threaded) and
+      // per tile inside a parallel region (single-threaded): probe both.
+      if (!int8_probe()) return false;
+      std::atomic<bool> all{true};
+      at::parallel_for(0, std::max<int64_t>(1, at::get_num_threads()), 1,
+                       [&](int64_t, int64_t) { all = all && int8_probe(); });
+      return all.load();
     } catch (const std::exception&) {
       return false;
     }

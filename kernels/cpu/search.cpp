@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <mutex>
 #include <numeric>
 
 #include "cpu/gemm.h"
+#include "cpu/profile.h"
 #include "cpu/simd.h"
 
 namespace rvqfast {
@@ -29,18 +32,14 @@ inline float round_up(double v) {
   return static_cast<double>(f) < v ? std::nextafter(f, kInf) : f;
 }
 
-// Rows per block. The GEMM of a block runs on all threads (BLAS / oneDNN threading) and the fused
-// epilogue is split over rows with at::parallel_for. Calling the GEMM from inside a parallel
-// region instead (one tile per thread) measured up to 20x slower on a loaded 2-core machine
-// (nested BLAS teams spinning against each other), and small blocks pay one fork/join each, so
-// blocks are large but bounded: at most 16 MiB of dot products whatever N is.
+// Rows per block (exact and bf16 paths; the int8 path is tiled, encode_tiled_i8). The GEMM of a
+// block runs on all threads (BLAS / oneDNN threading) and the fused epilogue is split over rows
+// with at::parallel_for; small blocks pay one fork/join each, so blocks are large but bounded: at
+// most 16 MiB of dot products whatever N is.
 int64_t block_rows(int64_t K, int64_t D, Precision p) {
   (void)D;
   if (p == Precision::kExact) return 4096;  // x min(K, 1024) fp32 dots (16 MiB)
-  // Screened modes keep the whole block x K screen for the two-pass certification (2 bytes each
-  // for bf16, 4 for int32).
-  // (Blocks of 0.5-2 MiB, to keep the screen in L2, measured 5-25% slower in thread CPU time on
-  // the 2-core Zen 4: the smaller GEMMs lose more than the epilogue gains.)
+  // Screened modes keep the whole block x K screen (2 bytes each for bf16, 4 for int32).
   const int64_t dots = p == Precision::kCertifiedInt8 ? int64_t{1} << 22 : int64_t{1} << 23;
   return std::clamp<int64_t>(dots / std::max<int64_t>(K, 1), 16, 4096);
 }
@@ -78,7 +77,7 @@ inline double norm_upper(double sq, int64_t d) {
 // Then S <= (s + alpha)(1 + 2 eta) and S >= (s - alpha)(1 - 2 eta) for eta <= 1/4, with ~eta of
 // slack that absorbs the fp64 rounding of these expressions.
 // known_k / known_s: one candidate whose fp32 distance is already computed (or known_k = -1).
-int64_t rerank(const float* xr, const float* raw, int64_t D, const int64_t* cands, int64_t cnt,
+int64_t rerank(const float* xr, const float* raw, int64_t D, const int32_t* cands, int64_t cnt,
                int64_t known_k = -1, float known_s = 0) {
   constexpr int64_t kMaxFast = 32;  // the int8 screen keeps ~6-10 candidates at D = 512
   const double n = static_cast<double>(D + 6), eta = n * kV / (1 - n * kV) + 3 * kV;
@@ -129,23 +128,56 @@ double t_upper(float s32, int64_t D, double sq_a) {
 // Narrow a row's kept candidates before the re-rank: with j the candidate of smallest lower bound
 // and T_j <= t_upper(j), every k with lo_k > t_upper(j) has T_k >= lo_k > T_j and is not nearest.
 // This halves the window the screen leaves (lo_k <= min_j hi_j compares two error bounds; this
-// compares one), which matters for the int8 screen's wider bound. Returns the new count; j and
-// its fp32 distance go to (known_k, known_s) for the re-rank.
+// compares one), which matters for the int8 screen's wider bound. `lov` holds the candidates'
+// lo_k. Returns the new count (candidates stay in increasing order); j and its fp32 distance go
+// to (known_k, known_s) for the re-rank.
 int64_t narrow_candidates(const float* xr, const PreparedCodebook& cb, double sq_a,
-                          const float* lo, int64_t* cands, int64_t cnt, int64_t& known_k,
+                          const float* lov, int32_t* cands, int64_t cnt, int64_t& known_k,
                           float& known_s) {
   int64_t jb = 0;
   for (int64_t j = 1; j < cnt; ++j)
-    if (lo[cands[j]] < lo[cands[jb]]) jb = j;
+    if (lov[j] < lov[jb]) jb = j;
   known_k = cands[jb];
   known_s = sqdist_f32(xr, cb.raw + known_k * cb.D, cb.D);
   const double tu = t_upper(known_s, cb.D, sq_a);
   if (!(tu < std::numeric_limits<double>::infinity())) return cnt;  // NaN / inf: keep all
   int64_t kept = 0;
   for (int64_t j = 0; j < cnt; ++j)
-    if (j == jb || !(static_cast<double>(lo[cands[j]]) > tu)) cands[kept++] = cands[j];  // sorted
+    if (j == jb || !(static_cast<double>(lov[j]) > tu)) cands[kept++] = cands[j];
   return kept;
 }
+
+// Candidate statistics of the rows one thread certified, added to the global counters once.
+struct RowStats {
+  int64_t rows = 0, overflow = 0, cands = 0, max = 0;
+  void add(int64_t cnt, int64_t cap) {
+    ++rows;
+    cands += cnt;
+    max = std::max(max, cnt);
+    overflow += cnt > cap;
+  }
+  void flush() {
+    g_rows += rows;
+    g_overflow += overflow;
+    g_cands += cands;
+    for (int64_t prev = g_max_cands.load(); prev < max &&
+                                            !g_max_cands.compare_exchange_weak(prev, max);) {
+    }
+    *this = RowStats();
+  }
+};
+
+// Kept candidates of one row: code indices and their lower bounds lo_k (K + 16 entries: the
+// selection stores 16 lanes at a time).
+struct RowBuf {
+  std::vector<int32_t> idx;
+  std::vector<float> lov;
+  int64_t count = 0;  // select_row's fallback: number of canonical codes in idx
+  void size(int64_t K) {
+    idx.resize(static_cast<size_t>(K + 16));
+    lov.resize(static_cast<size_t>(K + 16));
+  }
+};
 
 // Scratch buffers reused across the blocks and stages of one call.
 struct Scratch {
@@ -158,9 +190,7 @@ struct Scratch {
   std::vector<int32_t> s32;     // block x K int32 dot products (int8 screen)
   std::vector<double> norms;    // block x 3: ||a||^2, ||a~||^2, ||a - a~||^2 (a~: bf16 / int8)
   std::vector<float> best;
-  std::vector<int64_t> bidx, cands, cand_count;
-  std::vector<float> ov_a;      // overflow rows, compacted
-  std::vector<int64_t> ov_rows, ov_idx;
+  std::vector<int64_t> bidx;
 };
 
 // Centre row r of `x` on `mu` into the scratch: the fp32 row for the exact GEMM, or only its
@@ -194,6 +224,7 @@ inline void step_row(const float* src, float* dst, const float* c, int64_t D, co
 }
 
 void prep_block(const float* x, const float* mu, int64_t n, int64_t D, Precision p, Scratch& s) {
+  ProfileScope prof(Phase::kPrep);
   at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) prep_row(x + r * D, mu, D, p, s, r);
   });
@@ -261,6 +292,7 @@ float screen_codes(const PreparedCodebook& cb, Precision p, const Scratch& s, in
 
 // The screen's GEMM for the n prepared rows of the block.
 void screen_gemm(const PreparedCodebook& cb, Precision p, int64_t n, Scratch& s) {
+  ProfileScope prof(Phase::kGemm);
   const int64_t K = cb.K;
   if (is_int8(p)) {
     s.s32.resize(static_cast<size_t>(n * K));
@@ -271,17 +303,83 @@ void screen_gemm(const PreparedCodebook& cb, Precision p, int64_t n, Scratch& s)
   }
 }
 
+// The screen and selection of certify_row (below): fills buf with row r's kept candidates (their
+// indices and lower bounds) and returns their count; -1 when the screen is not usable (a
+// non-finite bound), in which case buf holds every canonical code.
+int64_t select_row(const PreparedCodebook& cb, Precision p, const Scratch& s, int64_t r,
+                   int64_t cap, RowBuf& buf, RowStats& st) {
+  const int64_t K = cb.K;
+  const ScreenRow row = screen_row_terms(cb, p, s, r);
+  int32_t* cands = buf.idx.data();
+  float m;
+  int64_t cnt = is_int8(p) ? screen_select_i8(s.s32.data() + r * K, s.ascale[r], cb.cs.data(),
+                                              cb.cn_screen.data(), cb.sp.data(), cb.sq.data(),
+                                              cb.sw.data(), row, K, cands, buf.lov.data(), &m)
+                           : screen_select_bf16(s.s16.data() + r * K, cb.cn_screen.data(),
+                                                cb.sp.data(), cb.sq.data(), cb.sw.data(), row, K,
+                                                cands, buf.lov.data(), &m);
+  if (std::isfinite(m) && std::isfinite(row.ea) && std::isfinite(row.abar) &&
+      std::isfinite(row.rc) && cnt > 0) {
+    st.add(cnt, cap);
+    return cnt;
+  }
+  cnt = 0;
+  for (int64_t k = 0; k < K; ++k)
+    if (cb.canon[k] == k) cands[cnt++] = static_cast<int32_t>(k);
+  st.add(K, cap);
+  buf.count = cnt;
+  return -1;
+}
+
+// The rest of certify_row: narrowing and re-rank of the candidates select_row kept.
+int64_t decide_row(const PreparedCodebook& cb, const Scratch& s, int64_t r, const float* xr,
+                   int64_t cnt, RowBuf& buf) {
+  int32_t* cands = buf.idx.data();
+  if (cnt < 0) {  // no usable screen: fp64 re-rank of every canonical code
+    const int64_t all = buf.count;
+    return all == 1 ? cands[0] : rerank(xr, cb.raw, cb.D, cands, all);
+  }
+  // A single kept code is a nearest code (the kept set holds every nearest code): no re-rank.
+  if (cnt == 1) return cands[0];
+  int64_t known_k = -1;
+  float known_s = 0;
+  const int64_t kept =
+      narrow_candidates(xr, cb, s.norms[3 * r], buf.lov.data(), cands, cnt, known_k, known_s);
+  return kept == 1 ? cands[0] : rerank(xr, cb.raw, cb.D, cands, kept, known_k, known_s);
+}
+
+// Certified choice for row r of the screened scratch (GEMM output and row norms in `s`, the row
+// itself in xr): screen and select, narrow, re-rank. Returns the nearest code's index (the
+// lowest index among equal codes is applied by the caller through cb.canon). A row whose screen is
+// not finite keeps every canonical code; a row with more candidates than `cap` counts as an
+// overflow row. Either way the re-rank is rigorous for any candidate count (fp32 intervals up to
+// 32 candidates, else fp64), so no row needs a separate exact search.
+int64_t certify_row(const PreparedCodebook& cb, Precision p, const Scratch& s, int64_t r,
+                    const float* xr, int64_t cap, RowBuf& buf, RowStats& st) {
+  return decide_row(cb, s, r, xr, select_row(cb, p, s, r, cap, buf, st), buf);
+}
+
+// Prefetch the code rows the re-rank of a row will read (at most 16 candidates), so their cache
+// misses overlap the screen of the next row instead of stalling the re-rank.
+void prefetch_candidates(const PreparedCodebook& cb, const RowBuf& buf, int64_t cnt) {
+  if (cnt < 0) return;
+  const int64_t bytes = cb.D * static_cast<int64_t>(sizeof(float));
+  for (int64_t j = 0; j < std::min<int64_t>(cnt, 16); ++j) {
+    const char* row = reinterpret_cast<const char*>(cb.raw + buf.idx[j] * cb.D);
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(row + off, 0, 3);
+  }
+}
+
 // bf16 or int8 screen of a block whose rows were prepared with bf16 / int8 copies and norms
 // (prep_row). kBf16 takes the screened arg-min; the certified modes keep every code the error
-// bound cannot exclude and re-rank those by their exact distance to the uncentred row `x`. Rows
-// whose candidate set overflows are searched exactly afterwards; finish(r) runs once out[r] is
-// final.
+// bound cannot exclude and re-rank those by their exact distance to the uncentred row `x`
+// (certify_row). finish(r) runs once out[r] is final.
 template <class Finish>
 void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Precision p,
                     Scratch& s, int64_t* out, const Finish& finish) {
   const int64_t K = cb.K, D = cb.D;
   screen_gemm(cb, p, n, s);
-
+  ProfileScope prof_epi(Phase::kEpilogue);
   if (p == Precision::kBf16) {
     at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -294,64 +392,17 @@ void screened_block(const PreparedCodebook& cb, const float* x, int64_t n, Preci
     });
     return;
   }
-
   const int64_t cap = candidate_cap(K);
-  s.cands.resize(static_cast<size_t>(n * cap));
-  s.cand_count.resize(static_cast<size_t>(n));
   at::parallel_for(0, n, 16, [&](int64_t r0, int64_t r1) {
-    std::vector<float> lo(static_cast<size_t>(K));  // s_k - E_k of the current row
+    RowBuf buf;
+    buf.size(K);
+    RowStats st;
     for (int64_t r = r0; r < r1; ++r) {
-      const ScreenRow row = screen_row_terms(cb, p, s, r);
-      int64_t* cands = s.cands.data() + r * cap;
-      const float m = screen_codes(cb, p, s, r, row, 0, K, lo.data());
-      int64_t cnt = K + 1;  // non-finite screen: force the exact fallback
-      if (std::isfinite(m) && std::isfinite(row.ea) && std::isfinite(row.abar) &&
-          std::isfinite(row.rc))
-        cnt = collect_not_above(lo.data(), m, K, cands, cap);
-      s.cand_count[r] = cnt;
-      if (cnt > cap || cnt == 0) continue;  // x's row stays untouched until finish(r)
-      // A single kept code is a nearest code (the kept set holds every nearest code): no re-rank.
-      int64_t known_k = -1;
-      float known_s = 0;
-      const int64_t kept = cnt == 1 ? 1
-                                    : narrow_candidates(x + r * D, cb, s.norms[3 * r], lo.data(),
-                                                        cands, cnt, known_k, known_s);
-      const int64_t bi =
-          kept == 1 ? cands[0] : rerank(x + r * D, cb.raw, D, cands, kept, known_k, known_s);
-      out[r] = cb.canon[bi];
+      out[r] = cb.canon[certify_row(cb, p, s, r, x + r * D, cap, buf, st)];
       finish(r);
     }
+    st.flush();
   });
-  int64_t cand_total = 0, cand_max = 0;
-  s.ov_rows.clear();
-  for (int64_t r = 0; r < n; ++r) {
-    const int64_t cnt = s.cand_count[r];
-    cand_total += std::min(cnt, K);
-    cand_max = std::max(cand_max, std::min(cnt, K));
-    if (cnt > cap || cnt == 0) s.ov_rows.push_back(r);
-  }
-  g_rows += n;
-  g_cands += cand_total;
-  for (int64_t prev = g_max_cands.load(); prev < cand_max &&
-                                          !g_max_cands.compare_exchange_weak(prev, cand_max);) {
-  }
-  if (!s.ov_rows.empty()) {
-    const int64_t no = static_cast<int64_t>(s.ov_rows.size());
-    g_overflow += no;
-    // Overflow rows have not been finished, so x still holds them: centre them exactly as the
-    // exact mode does.
-    s.ov_a.resize(static_cast<size_t>(no * D));
-    for (int64_t i = 0; i < no; ++i)
-      centre_row(x + s.ov_rows[i] * D, cb.mu.data(), D, s.ov_a.data() + i * D, nullptr, nullptr);
-    s.ov_idx.resize(static_cast<size_t>(no));
-    exact_block(cb, s.ov_a.data(), no, s, s.ov_idx.data(), [](int64_t) {});
-    at::parallel_for(0, no, 16, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        out[s.ov_rows[i]] = s.ov_idx[i];
-        finish(s.ov_rows[i]);
-      }
-    });
-  }
 }
 
 template <class Finish>
@@ -371,11 +422,10 @@ struct Workspace {
   std::vector<int64_t> idx;
 
   size_t bytes() const {
-    return 4 * (s.a.capacity() + s.dots.capacity() + s.best.capacity() + s.ov_a.capacity() +
+    return 4 * (s.a.capacity() + s.dots.capacity() + s.best.capacity() +
                 res.capacity() + s.ascale.capacity() + s.s32.capacity()) +
            2 * (s.a16.capacity() + s.s16.capacity()) + s.a8.capacity() +
-           8 * (s.norms.capacity() + s.bidx.capacity() + s.cands.capacity() +
-                s.cand_count.capacity() + s.ov_rows.capacity() + s.ov_idx.capacity() +
+           8 * (s.norms.capacity() + s.bidx.capacity() +
                 idx.capacity());
   }
 };
@@ -407,6 +457,117 @@ void size_scratch(Scratch& s, int64_t bm, int64_t D, Precision p) {
     s.a16.resize(static_cast<size_t>(bm * D));
     s.norms.resize(static_cast<size_t>(3 * bm));
   }
+}
+
+// Rows per tile of the int8 path. A tile's int32 screen (rows x K) stays in L2 (128 x 512 x 4 B
+// = 256 KiB of a 1 MiB Zen 4 L2, beside the tile's residuals) between the GEMM that writes it and the epilogue that reads it.
+int64_t int8_tile_rows(int64_t K) {
+  // Benchmarking override (read per call so one process can alternate): 0 = the block path.
+  if (const char* e = std::getenv("RVQFAST_INT8_TILE_ROWS")) return std::max<int64_t>(0, std::atoll(e));
+  return std::clamp<int64_t>((int64_t{1} << 16) / std::max<int64_t>(K, 1), 16, 256);
+}
+
+// Per-thread buffers of the tiled int8 path (see Workspace for why they persist).
+struct TileWorkspace {
+  Scratch s;
+  std::vector<float> res;
+  RowBuf buf[2];
+  static TileWorkspace& get() {
+    thread_local TileWorkspace w;
+    return w;
+  }
+};
+
+// The certified int8 search, tiled: every thread takes tiles of rows from a shared counter and
+// runs all Q stages on its tile (quantize, single-threaded int8 GEMM of the tile, screen, select,
+// re-rank, residual update), so there is no fork/join per stage, no serial phase between the
+// GEMM and its epilogue, the int32 screen is read from L2, and threads slowed by other jobs on
+// the machine simply take fewer tiles. Writes indices (N x Q) and, when quantized is not null,
+// the sum of the chosen codes; with sqdist (Q = 1 only) the winner's fp64 distance.
+void encode_tiled_i8(const float* x, int64_t N, const PreparedCodebook* cbs, int64_t Q,
+                     int64_t tile, int64_t* indices, float* quantized, float* sqdist) {
+  const int64_t K = cbs[0].K, D = cbs[0].D, dp = int8_stride(D);
+  const int64_t nthreads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(),
+                                                                 (N + 15) / 16));
+  // Small N: shrink tiles so every thread gets work; the GEMM is still efficient at 16+ rows.
+  tile = std::max<int64_t>(16, std::min(tile, (N + nthreads - 1) / nthreads));
+  const int64_t ntiles = (N + tile - 1) / tile, cap = candidate_cap(K);
+  std::atomic<int64_t> next{0};
+  std::exception_ptr err;
+  std::mutex err_mu;
+  at::parallel_for(0, nthreads, 1, [&](int64_t, int64_t) {
+    TileWorkspace& w = TileWorkspace::get();
+    Scratch& s = w.s;
+    try {
+      s.a8.resize(static_cast<size_t>(tile * dp));
+      s.ascale.resize(static_cast<size_t>(tile));
+      s.norms.resize(static_cast<size_t>(3 * tile));
+      s.s32.resize(static_cast<size_t>(tile * K));
+      w.res.resize(static_cast<size_t>(tile * D));
+      w.buf[0].size(K);
+      w.buf[1].size(K);
+      RowStats st;
+      const bool prof = profile_on();
+      for (int64_t t = next++; t < ntiles; t = next++) {
+        const int64_t r0 = t * tile, n = std::min(tile, N - r0);
+        const float* xt = x + r0 * D;
+        for (int64_t r = 0; r < n; ++r)
+          quantize_row_i8(xt + r * D, cbs[0].mu.data(), D, dp, s.a8.data() + r * dp,
+                          s.ascale.data() + r, s.norms.data() + 3 * r);
+        for (int64_t q = 0; q < Q; ++q) {
+          const PreparedCodebook& cb = cbs[q];
+          const float* cur = q == 0 ? xt : w.res.data();
+          {
+            ProfileScope pg(Phase::kGemm);
+            gemm_nt_s8(n, K, dp, s.a8.data(), cb.cc_i8.data(), s.s32.data());
+          }
+          // Software pipeline: row r + 1 is screened (and its candidates' code rows prefetched)
+          // before row r is re-ranked.
+          int64_t cnt_next = select_row(cb, Precision::kCertifiedInt8, s, 0, cap, w.buf[0], st);
+          prefetch_candidates(cb, w.buf[0], cnt_next);
+          for (int64_t r = 0; r < n; ++r) {
+            const uint64_t t0 = prof ? profile_now() : 0;
+            const int64_t cnt = cnt_next;
+            RowBuf& buf = w.buf[r & 1];
+            if (r + 1 < n) {
+              cnt_next = select_row(cb, Precision::kCertifiedInt8, s, r + 1, cap, w.buf[(r + 1) & 1], st);
+              prefetch_candidates(cb, w.buf[(r + 1) & 1], cnt_next);
+            }
+            const int64_t bi = cb.canon[decide_row(cb, s, r, cur + r * D, cnt, buf)];
+            const uint64_t t1 = prof ? profile_now() : 0;
+            int64_t* ir = indices + (r0 + r) * Q;
+            ir[q] = bi;
+            // The output accumulates the chosen codes stage by stage, left to right (the same
+            // fp32 sums as rvq_encode's block path), while each code row is still in cache.
+            float* acc = quantized ? quantized + (r0 + r) * D : nullptr;
+            if (q + 1 < Q) {
+              residual_step_i8(cur + r * D, w.res.data() + r * D, cb.raw + bi * D, D,
+                               cbs[q + 1].mu.data(), dp, s.a8.data() + r * dp,
+                               s.ascale.data() + r, s.norms.data() + 3 * r);
+            }
+            if (acc) {
+              if (q == 0)
+                std::memcpy(acc, cb.raw + bi * D, static_cast<size_t>(D) * sizeof(float));
+              else
+                add_row(acc, cb.raw + bi * D, D);
+            }
+            if (sqdist)
+              sqdist[r0 + r] = static_cast<float>(sqdist_f64(xt + r * D, cb.raw + bi * D, D));
+            if (prof) {
+              profile_add(Phase::kNarrow, t1 - t0);
+              profile_add(Phase::kFinish, profile_now() - t1);
+            }
+          }
+        }
+      }
+      st.flush();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(err_mu);
+      if (!err) err = std::current_exception();
+      next = ntiles;  // stop the other threads early
+    }
+  });
+  if (err) std::rethrow_exception(err);
 }
 
 }  // namespace
@@ -491,6 +652,10 @@ void prepare_codebook_into(PreparedCodebook& cb, const float* codes, int64_t K, 
 
 void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precision p,
                   int64_t* indices, float* sqdist) {
+  if (is_int8(p) && int8_tile_rows(cb.K) > 0) {
+    encode_tiled_i8(x, N, &cb, 1, int8_tile_rows(cb.K), indices, nullptr, sqdist);
+    return;
+  }
   const int64_t D = cb.D, bm = std::min(N, block_rows(cb.K, D, p));
   WorkspaceLease lease;
   Scratch& s = lease.w.s;
@@ -511,6 +676,10 @@ void nearest_code(const float* x, int64_t N, const PreparedCodebook& cb, Precisi
 void rvq_encode(const float* x, int64_t N, const std::vector<PreparedCodebook>& cbs, Precision p,
                 int64_t* indices, float* quantized) {
   const int64_t Q = static_cast<int64_t>(cbs.size()), D = cbs[0].D;
+  if (is_int8(p) && int8_tile_rows(cbs[0].K) > 0) {
+    encode_tiled_i8(x, N, cbs.data(), Q, int8_tile_rows(cbs[0].K), indices, quantized, nullptr);
+    return;
+  }
   int64_t bm = N;
   for (const auto& cb : cbs) bm = std::min(bm, block_rows(cb.K, D, p));
   const int64_t nblocks = (N + bm - 1) / bm;

@@ -1,9 +1,12 @@
 // Nearest-code search and residual encoding on raw fp32 buffers (row-major, contiguous).
 //
-// Rows are processed in bounded blocks. Per block and stage: one multi-threaded GEMM of the
-// centred rows against the centred codes, then one at::parallel_for epilogue that fuses the arg-min
-// (exact) or the certified screen + fp64 re-rank, the residual update and the centring (and bf16
-// rounding) of the rows for the next stage. No N x K matrix is ever allocated.
+// Exact and bf16 modes process rows in bounded blocks. Per block and stage: one multi-threaded
+// GEMM of the centred rows against the centred codes, then one at::parallel_for epilogue that
+// fuses the arg-min (exact) or the certified screen + re-rank, the residual update and the
+// centring (and bf16 rounding) of the rows for the next stage. The certified int8 mode is tiled
+// instead: each thread takes L2-sized row tiles and runs every stage on them (single-threaded
+// int8 GEMM of the tile, fused screen + selection, re-rank, residual update). No N x K matrix is
+// ever allocated.
 #pragma once
 
 #include <cstdint>
@@ -76,14 +79,15 @@ void screen_bounds(const float* x, int64_t N, const PreparedCodebook& cb, Precis
 // Certified-mode statistics, accumulated over calls until reset.
 struct CertifiedStats {
   int64_t rows = 0;            // row searches screened in certified mode
-  int64_t overflow_rows = 0;   // of which fell back to the exact fp32 search
+  int64_t overflow_rows = 0;   // of which kept more candidates than the cap (re-ranked in place)
   int64_t candidates = 0;      // sum of candidate counts (capped at K) over screened rows
   int64_t max_candidates = 0;  // largest candidate count (capped at K) of one row
 };
 CertifiedStats certified_stats();
 void reset_certified_stats();
 
-// Candidate cap per row for certified mode; 0 = automatic (max(16, K / 16)).
+// Candidate cap per row for certified mode; 0 = automatic (max(16, K / 16)). Rows over the cap are
+// counted as overflow rows; their candidates are re-ranked like any others (fp64 beyond 32).
 void set_candidate_cap(int64_t cap);
 int64_t candidate_cap(int64_t K);
 

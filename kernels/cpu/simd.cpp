@@ -89,16 +89,46 @@ float screen_bounds_i8_scalar(const int32_t* dot, float rs, const float* cs, con
       lo);
 }
 
-int64_t collect_not_above_scalar(const float* lo, float m, int64_t n, int64_t* out,
-                                 int64_t cap) {
+// Shared body of the scalar fused screens (screen_select_*): one pass for the minimum of
+// s_k + E_k, a second (recomputing the same fp32 expressions) for the kept codes.
+template <class Dot>
+int64_t screen_select_generic(const Dot& dot, const float* cn, const float* p, const float* q,
+                              const float* w, const ScreenRow& row, int64_t n, int32_t* idx,
+                              float* lov, float* m_out) {
+  float m = kInf;
+  bool nan = false;
+  for (int64_t k = 0; k < n; ++k) {
+    const float d = dot(k), t = (cn[k] - 2.0f * d) + screen_err(d, row, p[k], q[k], w[k]);
+    nan |= std::isnan(t);
+    m = t < m ? t : m;
+  }
+  if (nan) m = std::numeric_limits<float>::quiet_NaN();
+  *m_out = m;
   int64_t cnt = 0;
   for (int64_t k = 0; k < n; ++k) {
-    if (!(lo[k] > m)) {  // keeps NaN too: an unordered comparison must never drop a code
-      if (cnt < cap) out[cnt] = k;
-      ++cnt;
+    const float d = dot(k), lo = (cn[k] - 2.0f * d) - screen_err(d, row, p[k], q[k], w[k]);
+    if (!(lo > m)) {  // keeps NaN too: an unordered comparison must never drop a code
+      idx[cnt] = static_cast<int32_t>(k);
+      lov[cnt++] = lo;
     }
   }
   return cnt;
+}
+
+int64_t screen_select_bf16_scalar(const uint16_t* dot, const float* cn, const float* p,
+                                  const float* q, const float* w, const ScreenRow& row, int64_t n,
+                                  int32_t* idx, float* lov, float* m_out) {
+  return screen_select_generic([&](int64_t k) { return bf16_to_f32(dot[k]); }, cn, p, q, w, row,
+                               n, idx, lov, m_out);
+}
+
+int64_t screen_select_i8_scalar(const int32_t* dot, float rs, const float* cs, const float* cn,
+                                const float* p, const float* q, const float* w,
+                                const ScreenRow& row, int64_t n, int32_t* idx, float* lov,
+                                float* m_out) {
+  return screen_select_generic(
+      [&](int64_t k) { return (static_cast<float>(dot[k]) * rs) * cs[k]; }, cn, p, q, w, row, n,
+      idx, lov, m_out);
 }
 
 // Round-to-nearest-even fp32 -> bf16 on the bit pattern (inputs are finite or inf, never NaN:
@@ -198,6 +228,10 @@ void sum_rows_scalar(float* out, const float* const* rows, int64_t n, int64_t d)
     for (int64_t j = 1; j < n; ++j) acc += rows[j][i];
     out[i] = acc;
   }
+}
+
+void add_row_scalar(float* acc, const float* c, int64_t d) {
+  for (int64_t i = 0; i < d; ++i) acc[i] += c[i];
 }
 
 double sqdist_scalar(const float* a, const float* b, int64_t d) {
@@ -353,22 +387,77 @@ RVQ_AVX512 float screen_bounds_i8_avx512(const int32_t* dot, float rs, const flo
       cn, p, q, w, row, n, lo);
 }
 
-RVQ_AVX512 int64_t collect_not_above_avx512(const float* lo, float mval, int64_t n, int64_t* out,
-                                            int64_t cap) {
-  const __m512 mv = _mm512_set1_ps(mval);
+// Fused screen + selection in one pass. A code can only be kept if lo_k <= m = min_j hi_j, and
+// the running minimum over the codes seen so far (this block included) is >= m, so comparing
+// with it keeps a superset of the final set; the few codes kept early against a larger running
+// minimum are dropped by a final pass over the kept ones. Branch-free: every block compacts its
+// kept lanes in registers (vpcompressd to memory is microcoded and slow on Zen 4) and stores all
+// 16 lanes, advancing by the kept count, so idx and lov need n + 16 entries. The only
+// loop-carried dependencies are the lane-wise minimum and the count; the horizontal minimum that
+// feeds each block's comparison is off those chains.
+template <class Load>
+RVQ_AVX512 inline int64_t screen_select_avx512_generic(const Load& load, const float* cn,
+                                                       const float* p, const float* q,
+                                                       const float* w, const ScreenRow& row,
+                                                       int64_t n, int32_t* idx, float* lov,
+                                                       float* m_out) {
+  const ScreenVecs v(row);
+  __m512 vmin = _mm512_set1_ps(kInf);
+  __mmask16 nan = 0;
+  __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
   int64_t cnt = 0;
   for (int64_t k = 0; k < n; k += 16) {
-    __mmask16 m = tail_mask(n - k);
+    const __mmask16 m = tail_mask(n - k);
+    __m512 e;
+    const __m512 s = screen_score16(load(k, m), cn + k, p + k, q + k, w + k, v, m, e);
+    const __m512 t = _mm512_add_ps(s, e), lo = _mm512_sub_ps(s, e);
+    nan |= _mm512_mask_cmp_ps_mask(m, t, t, _CMP_UNORD_Q);
+    vmin = _mm512_mask_min_ps(vmin, m, vmin, t);
+    // Horizontal minimum of vmin, broadcast to all lanes.
+    __m512 thr = _mm512_min_ps(vmin, _mm512_shuffle_f32x4(vmin, vmin, _MM_SHUFFLE(1, 0, 3, 2)));
+    thr = _mm512_min_ps(thr, _mm512_shuffle_f32x4(thr, thr, _MM_SHUFFLE(2, 3, 0, 1)));
+    thr = _mm512_min_ps(thr, _mm512_permute_ps(thr, _MM_SHUFFLE(1, 0, 3, 2)));
+    thr = _mm512_min_ps(thr, _mm512_permute_ps(thr, _MM_SHUFFLE(2, 3, 0, 1)));
     // NGT_UQ: "not greater", true when unordered, so a NaN never drops a code.
-    uint32_t keep = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, lo + k), mv, _CMP_NGT_UQ);
-    while (keep) {
-      int b = __builtin_ctz(keep);
-      if (cnt < cap) out[cnt] = k + b;
-      ++cnt;
-      keep &= keep - 1;
-    }
+    const __mmask16 keep = _mm512_mask_cmp_ps_mask(m, lo, thr, _CMP_NGT_UQ);
+    _mm512_storeu_si512(idx + cnt, _mm512_maskz_compress_epi32(keep, cur));
+    _mm512_storeu_ps(lov + cnt, _mm512_maskz_compress_ps(keep, lo));
+    cnt += __builtin_popcount(static_cast<unsigned>(keep));
+    cur = _mm512_add_epi32(cur, step);
   }
-  return cnt;
+  float mv = _mm512_reduce_min_ps(vmin);
+  if (nan) mv = std::numeric_limits<float>::quiet_NaN();
+  *m_out = mv;
+  if (nan) return cnt;  // the caller treats a NaN minimum as a failed screen
+  int64_t kept = 0;
+  for (int64_t j = 0; j < cnt; ++j) {
+    idx[kept] = idx[j];
+    lov[kept] = lov[j];
+    kept += !(lov[j] > mv);
+  }
+  return kept;
+}
+
+RVQ_AVX512 int64_t screen_select_bf16_avx512(const uint16_t* dot, const float* cn, const float* p,
+                                             const float* q, const float* w, const ScreenRow& row,
+                                             int64_t n, int32_t* idx, float* lov, float* m_out) {
+  return screen_select_avx512_generic(
+      [&](int64_t k, __mmask16 m) RVQ_AVX512 { return load_bf16x16(dot + k, m); }, cn, p, q, w,
+      row, n, idx, lov, m_out);
+}
+
+RVQ_AVX512 int64_t screen_select_i8_avx512(const int32_t* dot, float rs, const float* cs,
+                                           const float* cn, const float* p, const float* q,
+                                           const float* w, const ScreenRow& row, int64_t n,
+                                           int32_t* idx, float* lov, float* m_out) {
+  const __m512 vrs = _mm512_set1_ps(rs);
+  return screen_select_avx512_generic(
+      [&](int64_t k, __mmask16 m) RVQ_AVX512 {
+        const __m512 pf = _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(m, dot + k));
+        return _mm512_mul_ps(_mm512_mul_ps(pf, vrs), _mm512_maskz_loadu_ps(m, cs + k));
+      },
+      cn, p, q, w, row, n, idx, lov, m_out);
 }
 
 // Centring tail shared by centre_row and residual_step: stores a (optional) and bf16(a), and
@@ -489,6 +578,14 @@ RVQ_AVX512 void sum_rows_avx512(float* out, const float* const* rows, int64_t n,
   }
 }
 
+RVQ_AVX512 void add_row_avx512(float* acc, const float* c, int64_t d) {
+  for (int64_t i = 0; i < d; i += 16) {
+    __mmask16 m = tail_mask(d - i);
+    _mm512_mask_storeu_ps(acc + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, acc + i),
+                                                    _mm512_maskz_loadu_ps(m, c + i)));
+  }
+}
+
 RVQ_AVX512 double sqdist_avx512(const float* a, const float* b, int64_t d) {
   __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd();
   int64_t i = 0;
@@ -531,9 +628,11 @@ struct Dispatch {
   decltype(&screen_bounds_i8_scalar) screen_bounds_i8 = screen_bounds_i8_scalar;
   decltype(&quantize_row_i8_scalar) quantize_i8 = quantize_row_i8_scalar;
   decltype(&residual_step_i8_scalar) residual_i8 = residual_step_i8_scalar;
-  decltype(&collect_not_above_scalar) collect = collect_not_above_scalar;
+  decltype(&screen_select_bf16_scalar) select_bf16 = screen_select_bf16_scalar;
+  decltype(&screen_select_i8_scalar) select_i8 = screen_select_i8_scalar;
   decltype(&residual_step_scalar) residual = residual_step_scalar;
   decltype(&sum_rows_scalar) sum_rows = sum_rows_scalar;
+  decltype(&add_row_scalar) add_row = add_row_scalar;
   decltype(&sqdist_scalar) sqdist = sqdist_scalar;
   decltype(&sqdist_f32_scalar) sqdist32 = sqdist_f32_scalar;
   decltype(&centre_row_scalar) centre = centre_row_scalar;
@@ -549,9 +648,11 @@ struct Dispatch {
     screen_bounds_i8 = screen_bounds_i8_scalar;
     quantize_i8 = quantize_row_i8_scalar;
     residual_i8 = residual_step_i8_scalar;
-    collect = collect_not_above_scalar;
+    select_bf16 = screen_select_bf16_scalar;
+    select_i8 = screen_select_i8_scalar;
     residual = residual_step_scalar;
     sum_rows = sum_rows_scalar;
+    add_row = add_row_scalar;
     sqdist = sqdist_scalar;
     sqdist32 = sqdist_f32_scalar;
     centre = centre_row_scalar;
@@ -566,9 +667,11 @@ struct Dispatch {
       screen_bounds_i8 = screen_bounds_i8_avx512;
       quantize_i8 = quantize_row_i8_avx512;
       residual_i8 = residual_step_i8_avx512;
-      collect = collect_not_above_avx512;
+      select_bf16 = screen_select_bf16_avx512;
+      select_i8 = screen_select_i8_avx512;
       residual = residual_step_avx512;
       sum_rows = sum_rows_avx512;
+      add_row = add_row_avx512;
       sqdist = sqdist_avx512;
       sqdist32 = sqdist_f32_avx512;
       centre = centre_row_avx512;
@@ -617,8 +720,16 @@ void residual_step_i8(const float* src, float* dst, const float* c, int64_t d, c
   dispatch().residual_i8(src, dst, c, d, mu, dp, q, scale, norms);
 }
 
-int64_t collect_not_above(const float* lo, float m, int64_t n, int64_t* out, int64_t cap) {
-  return dispatch().collect(lo, m, n, out, cap);
+int64_t screen_select_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                           const float* w, const ScreenRow& row, int64_t n, int32_t* idx,
+                           float* lov, float* m) {
+  return dispatch().select_bf16(dot, cn, p, q, w, row, n, idx, lov, m);
+}
+
+int64_t screen_select_i8(const int32_t* dot, float row_scale, const float* code_scale,
+                         const float* cn, const float* p, const float* q, const float* w,
+                         const ScreenRow& row, int64_t n, int32_t* idx, float* lov, float* m) {
+  return dispatch().select_i8(dot, row_scale, code_scale, cn, p, q, w, row, n, idx, lov, m);
 }
 
 void residual_step(const float* src, float* dst, const float* c, int64_t d, const float* mu,
@@ -634,6 +745,8 @@ void centre_row(const float* x, const float* mu, int64_t d, float* a, uint16_t* 
                 double* norms) {
   dispatch().centre(x, mu, d, a, a16, norms);
 }
+
+void add_row(float* acc, const float* c, int64_t d) { dispatch().add_row(acc, c, d); }
 
 double sqdist_f64(const float* a, const float* b, int64_t d) { return dispatch().sqdist(a, b, d); }
 

@@ -41,10 +41,17 @@ float screen_bounds_i8(const int32_t* dot, float row_scale, const float* code_sc
                        const float* cn, const float* p, const float* q, const float* w,
                        const ScreenRow& row, int64_t n, float* lo);
 
-// Write (up to `cap`) the indices k with lo[k] <= m (or where that comparison is unordered, i.e.
-// NaN) in increasing order into `out`; return how many codes qualified in total (may exceed
-// `cap`, in which case the row overflows).
-int64_t collect_not_above(const float* lo, float m, int64_t n, int64_t* out, int64_t cap);
+// Fused screen + selection: the codes k with lo_k = s_k - E_k <= m = min_j (s_j + E_j) (or where
+// that comparison is unordered), in increasing order, go to idx (their index) and lov (lo_k);
+// returns their count and stores m in *m (NaN if any s_k + E_k is NaN; the kept set is then
+// incomplete and the caller must not use it). idx and lov need room for n + 16 entries. Same
+// arithmetic, hence the same lo_k and m, as screen_bounds_bf16 / screen_bounds_i8.
+int64_t screen_select_bf16(const uint16_t* dot, const float* cn, const float* p, const float* q,
+                           const float* w, const ScreenRow& row, int64_t n, int32_t* idx,
+                           float* lov, float* m);
+int64_t screen_select_i8(const int32_t* dot, float row_scale, const float* code_scale,
+                         const float* cn, const float* p, const float* q, const float* w,
+                         const ScreenRow& row, int64_t n, int32_t* idx, float* lov, float* m);
 
 // a = x - mu (fp32, one rounding per element; not stored when a is null). When a16 is not null
 // also writes a16 = bf16(a) (round to nearest even) and norms = {||a||^2, ||bf16(a)||^2,
@@ -76,6 +83,9 @@ void residual_step_i8(const float* src, float* dst, const float* c, int64_t d, c
 // out = ((rows[0] + rows[1]) + rows[2]) + ... (n >= 1 rows of d floats, summed left to right in
 // fp32, the order a running per-stage accumulation would use).
 void sum_rows(float* out, const float* const* rows, int64_t n, int64_t d);
+
+// acc += c elementwise (d floats; one fp32 addition each: a running sum_rows).
+void add_row(float* acc, const float* c, int64_t d);
 
 // Squared Euclidean distance ||a - b||^2 accumulated in double (used for re-ranking and for
 // recomputing the winner's distance without cancellation).

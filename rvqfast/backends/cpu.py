@@ -133,8 +133,8 @@ def reset_certified_stats() -> None:
 def set_candidate_cap(cap: int) -> None:
     """Per-row candidate cap of the certified search (``0`` = automatic, ``max(16, K // 16)``).
 
-    Rows with more candidates than the cap fall back to the exact fp32 search (still exact, only
-    slower); a small cap is how tests exercise that path.
+    Rows with more candidates than the cap are counted as ``overflow_rows``; their candidates are
+    re-ranked in place like any others (fp64 beyond 32 candidates: still exact, only slower).
     """
     if not isinstance(cap, int) or cap < 0:
         raise ValueError(f"cap must be a non-negative int, got {cap!r}")
