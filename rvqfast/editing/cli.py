@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import sys
 from pathlib import Path
@@ -57,10 +58,11 @@ def _run_suite(args, tok) -> int:
     res = run_suite(tok, [ds.features[i] for i in ids], residual=args.residual, evaluator=ev,
                     fid_reference=list(ds.features) if ev is not None else None, blend=args.blend,
                     fit_iters=args.fit_iters, solve_on=args.solve_on)
-    res.update({"run": str(Path(args.run).resolve()), "data": args.data or "default", "split": args.split,
-                "motion_names": [ds.names[i] for i in ids],
-                "evaluator": str(Path(args.evaluator).resolve()) if args.evaluator else None})
     out = Path(args.out)
+    # Paths relative to the report, so it reads the same on another machine.
+    res.update({"run": os.path.relpath(Path(args.run).resolve(), out.resolve()), "data": args.data or "default",
+                "split": args.split, "motion_names": [ds.names[i] for i in ids],
+                "evaluator": os.path.relpath(Path(args.evaluator).resolve(), out.resolve()) if args.evaluator else None})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "suite.json", res)
     atomic_write_text(out / "suite.md", suite_markdown(res))
@@ -145,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, arr in (("edited.npy", res.features), ("reconstruction.npy", res.reconstruction),
                       ("categories.npy", res.categories.astype(np.int64)), ("indices.npy", res.indices.astype(np.int64))):
         atomic_write(out / name, lambda f, a=arr: np.save(f, a))
-    summary = {"run": str(Path(args.run).resolve()), "source": source, **res.summary()}
+    summary = {"run": os.path.relpath(Path(args.run).resolve(), out.resolve()),
+               "source": source if not args.input else Path(args.input).name, **res.summary()}
     atomic_write_json(out / "edit.json", summary)
     label = ", ".join(f"{k}={v}" for k, v in requested.items())
     if not args.no_gif:

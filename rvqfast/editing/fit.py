@@ -150,12 +150,8 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
     stage = torch.arange(q, device=dev)
     req_goal = goal[..., requested]
     maskable = _maskable(tok.decoder)
-    for it in range(iters + 1):
-        with torch.no_grad():
-            idx_t, _ = ops.rvq_encode(r.detach().contiguous(), cb)
-        quant = cb[stage, idx_t].sum(1)
-        latent = fixed.clone()
-        latent[touched] = r + (quant - r).detach()       # straight-through
+    def run(latent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-motion loss, hard score and per-token hard misses of the decoded ``latent``."""
         h = (pose + latent).transpose(1, 2)
         if maskable:
             with _zero_padded(tok.decoder, lengths, n):
@@ -173,27 +169,54 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
         l_bone = (((bone_lengths_of(joints) - reference_bones.unsqueeze(1)) ** 2).mean(-1) * act).sum(1) / n_act
         step = joints[:, 1:, FEET][..., [0, 2]] - joints[:, :-1, FEET][..., [0, 2]]
         l_skate = ((step * step).sum(-1) * planted).sum((1, 2)) / n_planted
-        per_motion = (lw.requested * l_req + lw.others * l_oth + lw.values * l_val + lw.joints * l_joint
-                      + lw.bones * l_bone + lw.skating * l_skate)
+        loss = (lw.requested * l_req + lw.others * l_oth + lw.values * l_val + lw.joints * l_joint
+                + lw.bones * l_bone + lw.skating * l_skate)
         with torch.no_grad():
             cats = values_to_indices(v.detach())
-            miss_req = ((cats[..., requested] != req_goal).any(-1) & inside).sum(1) / n_in
-            miss_oth = ((cats != goal)[..., others].float().mean(-1) * act).sum(1) / n_act
-            score = 10.0 * miss_req + miss_oth + 0.01 * per_motion.detach()
+            req_miss = (cats[..., requested] != req_goal).any(-1) & inside          # (B, T)
+            oth_miss = (cats != goal)[..., others].float().mean(-1) * act
+            score = 10.0 * req_miss.sum(1) / n_in + oth_miss.sum(1) / n_act + 0.01 * loss.detach()
+            per_token = (10.0 * req_miss.float() + oth_miss).view(b, n, 4).sum(-1)
+        return loss, score, per_token
+
+    token_best = torch.full((b, n), float("inf"), device=dev)
+    token_idx = out[..., :q].clone()
+    for it in range(iters + 1):
+        with torch.no_grad():
+            idx_t, _ = ops.rvq_encode(r.detach().contiguous(), cb)
+        quant = cb[stage, idx_t].sum(1)
+        latent = fixed.clone()
+        latent[touched] = r + (quant - r).detach()       # straight-through
+        per_motion, score, per_token = run(latent)
+        with torch.no_grad():
+            cand = out[..., :q].clone()
+            cand[touched] = idx_t
             if it == 0:
                 start_score = score
             better = score < best_score
             if bool(better.any()):
                 best_score = torch.where(better, score, best_score)
                 rows = better.view(-1, 1) & touched
-                cand = out[..., :q].clone()
-                cand[touched] = idx_t
                 out[..., :q][rows] = cand[rows]
+            # Each token's best iterate on its own frames, for the mix tried at the end.
+            tok_better = (per_token < token_best) & touched
+            token_best = torch.where(tok_better, per_token, token_best)
+            token_idx[tok_better] = cand[tok_better]
         if it == iters:
             break
         opt.zero_grad(set_to_none=True)
         per_motion.sum().backward()
         opt.step()
+    # Different tokens may do best at different iterations: try every token's own best (the
+    # decoder couples neighbours, so the mix is scored as a whole and kept only if better).
+    if iters > 0:
+        with torch.no_grad():
+            mix = out.clone()
+            mix[..., :q][touched] = token_idx[touched]
+            _, score, _ = run(tok._residual_from_indices(mix, q))
+            better = score < best_score
+            best_score = torch.where(better, score, best_score)
+            out[better] = mix[better]
     return (out, start_score, best_score) if return_scores else out
 
 
