@@ -111,7 +111,8 @@ def test_coupling_follows_the_kinematics():
 
 
 @pytest.mark.parametrize("slot", ["angle:left_knee", "angle:right_elbow", "vertical:torso",
-                                  "distance:left_hand-right_hand", "relpos_y:left_knee-right_knee"])
+                                  "distance:left_hand-right_hand", "relpos_y:left_knee-right_knee",
+                                  "ground:right_knee"])
 def test_unrelated_slots_are_invariant_under_the_moves_of_an_edit(slot):
     """Any rotation of the bones the solver may move for ``slot`` leaves every slot outside
     ``edit_coupled_slots`` exactly where it was: the coupling is complete."""
@@ -140,3 +141,17 @@ def test_plant_feet_cancels_an_added_slide():
     before = foot_skating_cm_s(edited.numpy().astype(np.float64))
     after = foot_skating_cm_s((edited + shift.unsqueeze(1)).numpy().astype(np.float64))
     assert before > 15 and after < 0.5 * before
+
+
+def test_knee_on_ground_kneels_instead_of_sinking_into_the_floor():
+    from rvqfast.editing.solver import solve
+    from rvqfast.motion.posecodes import category_index
+    from rvqfast.motion.skeleton import JOINT_INDEX
+    pose = torch.from_numpy(rest_pose()).to(torch.float32)
+    pose[..., 1] -= pose[..., 1].min()
+    frames = pose.expand(8, -1, -1).clone()
+    slot = "ground:right_knee"
+    sol = solve(frames, {slot: category_index(slot, "on ground")}, iters=150)
+    assert bool(sol.met.all())
+    assert float(sol.joints[:, JOINT_INDEX["right_knee"], 1].max()) < 0.10
+    assert float(sol.joints[..., 1].min()) > -0.03       # nothing sinks through the floor
