@@ -72,12 +72,6 @@ def movable_bones(slots) -> list[int]:
     """
     bones: set[int] = set()
     for s in slots:
-        if s.startswith("ground:"):
-            # Bringing a joint to (or off) the floor may need either leg to bend (kneeling,
-            # lifting a foot) while the body is lowered or raised.
-            bones.update(b for b, (_, c) in enumerate(BONES) if c.startswith(("left_knee", "left_ankle",
-                                                                             "left_foot", "right_knee",
-                                                                             "right_ankle", "right_foot")))
         read = set(POSECODE_SLOT_JOINTS[s])
         distal = read & _DISTAL
         if distal:
@@ -269,10 +263,6 @@ def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | N
         smooth_mask = (~segment_starts[1:].bool()).to(dt)
     tgt_full = cur.clone()
     tgt_full[:, req] = tgt
-    # Floor of each motion segment: its lowest joint before the edit.
-    seg_min = torch.full((int(seg.max()) + 1 if f else 1,), float("inf"), dtype=dt)
-    seg_min = seg_min.scatter_reduce(0, seg, j0[..., 1].amin(-1), reduce="amin")
-    floor = seg_min[seg]
     for _ in range(iters):
         j = apply_rotations(j0, rot, bones, _lift(dy) if use_root else None)
         v = slot_values(j)
@@ -280,9 +270,7 @@ def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | N
         keep = bin_violation(v, cur, 0.0) * keep_w
         loss = 10.0 * viol.sum() + keep.sum() + 0.1 * ((rot * rot).sum(-1) * cost).sum()
         if use_root:
-            # The body moves vertically: nothing may sink below the floor it stood on.
-            below = torch.relu(floor.view(-1, 1) - j[..., 1])
-            loss = loss + 10.0 * (dy * dy).sum() + 1e3 * (below * below).sum()
+            loss = loss + 10.0 * (dy * dy).sum()
         if f > 1:
             d = rot[1:] - rot[:-1]
             loss = loss + smooth_weight * ((d * d).sum((-1, -2)) * smooth_mask).sum()
