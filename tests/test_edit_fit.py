@@ -142,3 +142,50 @@ def test_plant_feet_cancels_an_added_slide():
     after = foot_skating_cm_s((edited + shift.unsqueeze(1)).numpy().astype(np.float64))
     assert before > 15 and after < 0.5 * before
 
+
+
+def test_kneeling_request_bends_the_legs_instead_of_sinking_into_the_floor():
+    from rvqfast.editing.solver import lowers_body, solve
+    from rvqfast.motion.posecodes import category_index
+    pose = torch.from_numpy(rest_pose()).to(torch.float32)
+    pose[:, 1] -= pose[:, 1].min()                     # standing on the floor (y = 0)
+    slot = "ground:right_knee"
+    assert lowers_body({slot: "on ground"}) and lowers_body({slot: 0})
+    assert not lowers_body({slot: "off ground"}) and not lowers_body([slot])
+    legs = {b for b, (_, c) in enumerate(BONES) if c.endswith(("knee", "ankle", "foot"))}
+    assert legs <= set(movable_bones({slot: "on ground"}))
+    assert not legs <= set(movable_bones([slot]))
+    # both knees bend for a kneel: the left leg's slots are coupled too
+    assert "angle:left_knee" in edit_coupled_slots({slot: "on ground"})
+    sol = solve(pose[None].expand(4, -1, -1).clone(), {slot: category_index(slot, "on ground")}, iters=150)
+    assert bool(sol.met.all())
+    assert float(sol.joints[..., 1].min()) > -0.03       # nothing pushed through the floor
+    knee_angle = slot_values(sol.joints)[:, POSECODE_SLOTS.index("angle:right_knee")]
+    assert bool((knee_angle < 150).all())                # the knee bends to reach the floor
+
+
+def test_code_search_options_are_checked():
+    from rvqfast.editing.fit import CodeSearch
+    assert CodeSearch().sweeps >= 1
+    for bad in ({"sweeps": -1}, {"candidates": 0}, {"stride": 0}, {"radius": 1.5}, {"candidates": True}):
+        with pytest.raises(ValueError, match="CodeSearch"):
+            CodeSearch(**bad)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_code_search_never_worse_than_the_gradient_fit_alone():
+    from rvqfast.editing.fit import CodeSearch
+    tok = _tiny_tokenizer(codebook_size=32)
+    motions = [_motion(3, 40), _motion(6, 64)]
+    request = {"angle:left_elbow": "bent 90-100 deg"}
+    results = _fit_inputs(tok, motions, request)
+    inputs = [torch.from_numpy(m)[None] for m in motions]
+    args = fit_arguments(tok, results, inputs, request)
+    touched = args[2]
+    plain, start, best_plain = fit_residual(tok, *args, iters=6, search=CodeSearch(sweeps=0), return_scores=True)
+    found, start2, best = fit_residual(tok, *args, iters=6, search=CodeSearch(sweeps=2, candidates=4, stride=2),
+                                       return_scores=True)
+    assert torch.equal(start, start2)
+    assert bool((best <= best_plain + 1e-6).all())
+    assert torch.equal(found[~touched], plain[~touched])          # untouched tokens keep their codes
+    assert found.min() >= 0 and found.max() < 32

@@ -18,6 +18,14 @@ frame-slots missed, then share of other slots off their goal) is kept. Iteration
 starting residual, so the result never scores worse than it, and the returned indices decode
 exactly to the fitted motion -- the pair ``decoder.onnx`` takes.
 
+Quantization is what limits the gradient fit: decoded without quantization, the fitted
+residual meets nearly every request, but its nearest RVQ codes put a narrow bin (a 10-degree
+knee angle) back out of reach on a third of the frames. So a discrete search follows
+(:class:`CodeSearch`): stage by stage, each touched token tries the codes nearest to what the
+continuous fit wants from that stage and keeps the one whose decoded frames cost least; tokens
+``stride`` apart are tried together, each judged on its own frames and ``radius`` frames
+either side. A sweep is kept per motion only if its hard score is better.
+
 Motions of different lengths are fitted in one batch: every convolution input of the decoder
 is zeroed past each motion's end, which is exactly the zero padding a motion decoded alone
 sees (the default decoder is convolutions, ReLUs and upsampling only; other decoders are
@@ -54,6 +62,24 @@ class FitWeights:
     joints: float = 100.0             # squared distance (m^2) to the solved motion's joints
     bones: float = 2e4                # squared bone-length error (m^2) against the input
     skating: float = 2e4              # squared horizontal step (m^2) of feet planted in the reconstruction
+
+
+@dataclass(frozen=True)
+class CodeSearch:
+    """The discrete code search after the gradient fit of :func:`fit_residual` (measured on
+    the edit suite, see the README)."""
+
+    sweeps: int = 1          # passes over all stages; 0 turns the search off
+    candidates: int = 8      # codes tried per token and stage: the nearest to the continuous fit's wish
+    stride: int = 4          # tokens tried at the same time are this many tokens apart
+    radius: int = 6          # frames either side of a token that judge its code
+
+    def __post_init__(self) -> None:
+        for name in ("sweeps", "candidates", "stride", "radius"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in ("sweeps", "radius") else 1):
+                raise ValueError(f"CodeSearch.{name}: expected an integer >= "
+                                 f"{0 if name in ('sweeps', 'radius') else 1}, got {v!r}")
 
 
 def bone_lengths_of(joints: Tensor) -> Tensor:
@@ -95,6 +121,7 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
                  target_joints: Tensor, recon_joints: Tensor, reference_bones: Tensor, weights: Tensor,
                  goal: Tensor, requested: Tensor, unrelated: Tensor, *, n_quantizers: int | None = None,
                  iters: int = 80, lr: float = 0.05, loss_weights: FitWeights = FitWeights(),
+                 search: CodeSearch = CodeSearch(),
                  return_scores: bool = False) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     """Residual indices (B, N, Q) for edited tokens, fitted through the decoder.
 
@@ -106,6 +133,7 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
     (1 inside the request, 0 where nothing is edited); ``goal`` (B, T, 70) the category each
     slot should have; ``requested`` (R,) slot indices; ``unrelated`` (70,) bool.
     Only the first ``n_quantizers`` stages are fitted (the others are marked skipped, -1).
+    ``search`` configures the code search that follows the ``iters`` gradient steps.
     ``return_scores`` also returns each motion's hard score (lower is better) at the start
     and for the returned indices.
     """
@@ -113,7 +141,8 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
         parts = [fit_residual(tok, categories[b:b + 1], indices[b:b + 1], touched[b:b + 1], lengths[b:b + 1],
                               target_joints[b:b + 1], recon_joints[b:b + 1], reference_bones[b:b + 1],
                               weights[b:b + 1], goal[b:b + 1], requested, unrelated, n_quantizers=n_quantizers,
-                              iters=iters, lr=lr, loss_weights=loss_weights, return_scores=True)
+                              iters=iters, lr=lr, loss_weights=loss_weights, search=search,
+                              return_scores=True)
                  for b in range(categories.shape[0])]
         joined = tuple(torch.cat(x) for x in zip(*parts))
         return joined if return_scores else joined[0]
@@ -150,8 +179,9 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
     stage = torch.arange(q, device=dev)
     req_goal = goal[..., requested]
     maskable = _maskable(tok.decoder)
-    def run(latent: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-motion loss, hard score and per-token hard misses of the decoded ``latent``."""
+    def run(latent: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Per-motion loss, hard score, per-token hard misses and per-frame cost (the frame's
+        share of the score) of the decoded ``latent``."""
         h = (pose + latent).transpose(1, 2)
         if maskable:
             with _zero_padded(tok.decoder, lengths, n):
@@ -160,24 +190,27 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
             y = tok.decoder(h)
         joints = features_to_joints(tok.denormalize(y.transpose(1, 2)))
         v = slot_values(joints)
-        l_req = (bin_violation(v[..., requested], req_goal, lw.requested_margin, requested).sum(-1)
-                 * inside).sum(1) / n_in
-        l_oth = (bin_violation(v, goal, 0.0)[..., others].sum(-1) * act).sum(1) / n_act
+        # Every term per frame (B, T), normalised so that its sum over frames is the motion's term.
+        f_req = bin_violation(v[..., requested], req_goal, lw.requested_margin, requested).sum(-1) * inside / n_in[:, None]
+        f_oth = bin_violation(v, goal, 0.0)[..., others].sum(-1)
         dv = ((v - v_target) / unit)[..., unrelated]
-        l_val = ((dv * dv).sum(-1) * act).sum(1) / n_act
-        l_joint = (((joints - target_joints) ** 2).sum(-1).mean(-1) * act).sum(1) / n_act
-        l_bone = (((bone_lengths_of(joints) - reference_bones.unsqueeze(1)) ** 2).mean(-1) * act).sum(1) / n_act
+        f_val = (dv * dv).sum(-1)
+        f_joint = ((joints - target_joints) ** 2).sum(-1).mean(-1)
+        f_bone = ((bone_lengths_of(joints) - reference_bones.unsqueeze(1)) ** 2).mean(-1)
         step = joints[:, 1:, FEET][..., [0, 2]] - joints[:, :-1, FEET][..., [0, 2]]
-        l_skate = ((step * step).sum(-1) * planted).sum((1, 2)) / n_planted
-        loss = (lw.requested * l_req + lw.others * l_oth + lw.values * l_val + lw.joints * l_joint
-                + lw.bones * l_bone + lw.skating * l_skate)
+        f_skate = torch.nn.functional.pad(((step * step).sum(-1) * planted).sum(-1), (1, 0)) / n_planted[:, None]
+        per_frame = (lw.requested * f_req + lw.skating * f_skate
+                     + (lw.others * f_oth + lw.values * f_val + lw.joints * f_joint + lw.bones * f_bone)
+                     * act / n_act[:, None])
+        loss = per_frame.sum(1)
         with torch.no_grad():
             cats = values_to_indices(v.detach())
-            req_miss = (cats[..., requested] != req_goal).any(-1) & inside          # (B, T)
+            req_miss = ((cats[..., requested] != req_goal).any(-1) & inside).float()         # (B, T)
             oth_miss = (cats != goal)[..., others].float().mean(-1) * act
-            score = 10.0 * req_miss.sum(1) / n_in + oth_miss.sum(1) / n_act + 0.01 * loss.detach()
-            per_token = (10.0 * req_miss.float() + oth_miss).view(b, n, 4).sum(-1)
-        return loss, score, per_token
+            frame_cost = 10.0 * req_miss / n_in[:, None] + oth_miss / n_act[:, None] + 0.01 * per_frame.detach()
+            score = frame_cost.sum(1)
+            per_token = (10.0 * req_miss + oth_miss).view(b, n, 4).sum(-1)
+        return loss, score, per_token, frame_cost
 
     token_best = torch.full((b, n), float("inf"), device=dev)
     token_idx = out[..., :q].clone()
@@ -187,7 +220,7 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
         quant = cb[stage, idx_t].sum(1)
         latent = fixed.clone()
         latent[touched] = r + (quant - r).detach()       # straight-through
-        per_motion, score, per_token = run(latent)
+        per_motion, score, per_token, _ = run(latent)
         with torch.no_grad():
             cand = out[..., :q].clone()
             cand[touched] = idx_t
@@ -213,11 +246,60 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
         with torch.no_grad():
             mix = out.clone()
             mix[..., :q][touched] = token_idx[touched]
-            _, score, _ = run(tok._residual_from_indices(mix, q))
+            _, score, _, _ = run(tok._residual_from_indices(mix, q))
             better = score < best_score
             best_score = torch.where(better, score, best_score)
             out[better] = mix[better]
+    if search.sweeps and iters > 0:
+        target = torch.zeros(b, n, cb.shape[-1], device=dev)
+        target[touched] = r.detach()
+        with torch.no_grad():
+            out[..., :q], best_score = _search_codes(tok, lambda lat: run(lat)[1::2], out[..., :q].clone(),
+                                                     best_score, target, touched, cb, search)
     return (out, start_score, best_score) if return_scores else out
 
 
-__all__ = ["FitWeights", "bone_lengths_of", "fit_residual"]
+def _search_codes(tok, evaluate, current: Tensor, best_score: Tensor, target: Tensor, touched: Tensor,
+                  cb: Tensor, search: CodeSearch) -> tuple[Tensor, Tensor]:
+    """Coordinate search over the codes of touched tokens (see the module docstring).
+
+    ``evaluate(latent)`` -> (score (B,), frame cost (B, T)) of a residual latent (B, N, D);
+    ``current`` (B, N, Q) the indices to improve (scoring ``best_score``); ``target`` (B, N, D)
+    the continuous residual the gradient fit ended at. Returns the best indices and scores.
+    """
+    b, n, q = current.shape
+    dev = current.device
+    frames = torch.arange(4 * n, device=dev)
+    first = 4 * torch.arange(n, device=dev).view(-1, 1)
+    # (N, T): the frames that judge each token's code.
+    window = ((frames >= first - search.radius) & (frames < first + 4 + search.radius)).to(target.dtype)
+    phase = torch.arange(n, device=dev).view(1, -1) % search.stride
+    best = current.clone()
+    k = min(search.candidates, cb.shape[1])
+    for _ in range(search.sweeps):
+        cur = best.clone()
+        for s in range(q):
+            # What the continuous fit wants from stage s, given the codes of the other stages.
+            wish = target - (tok._residual_from_indices(cur, q) - cb[s][cur[..., s].clamp(min=0)])
+            cands = torch.cdist(wish.reshape(-1, wish.shape[-1]), cb[s]).topk(k, largest=False).indices.view(b, n, k)
+            for p in range(search.stride):
+                sel = touched & (phase == p)
+                if not bool(sel.any()):
+                    continue
+                base = evaluate(tok._residual_from_indices(cur, q))[1] @ window.T          # (B, N)
+                costs = []
+                for c in range(k):
+                    trial = cur.clone()
+                    trial[..., s] = torch.where(sel, cands[..., c], cur[..., s])
+                    costs.append(evaluate(tok._residual_from_indices(trial, q))[1] @ window.T)
+                low = torch.stack(costs, -1).min(-1)
+                take = sel & (low.values < base)
+                cur[..., s] = torch.where(take, cands.gather(-1, low.indices.unsqueeze(-1)).squeeze(-1), cur[..., s])
+        score = evaluate(tok._residual_from_indices(cur, q))[0]
+        better = score < best_score
+        best_score = torch.where(better, score, best_score)
+        best[better] = cur[better]
+    return best, best_score
+
+
+__all__ = ["CodeSearch", "FitWeights", "bone_lengths_of", "fit_residual"]

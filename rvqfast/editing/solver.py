@@ -15,6 +15,7 @@ neighbouring frames' rotations alike), deterministic for a given seed.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,16 @@ _LIMB_JOINTS = {
 _DISTAL = {j for js in _LIMB_JOINTS.values() for j in js}
 _FEET = tuple(JOINT_INDEX[n] for n in ("left_ankle", "right_ankle", "left_foot", "right_foot"))
 _PLANTED_M = 0.05
+_LEG_BONES = [b for b, (_, c) in enumerate(BONES) if c in _LIMB_JOINTS["left_leg"] + _LIMB_JOINTS["right_leg"]]
+
+
+def lowers_body(slots) -> bool:
+    """True when ``slots`` (a mapping slot -> label or local category) puts a joint on the
+    ground. Sinking the body would do that with every other joint pushed into the floor, which
+    no decoder reproduces; the body has to kneel or crouch instead, so both legs may bend."""
+    if not isinstance(slots, Mapping):
+        return False
+    return any(s.startswith("ground:") and v in ("on ground", 0) for s, v in slots.items())
 
 
 def _subtree(root: int) -> list[int]:
@@ -68,9 +79,10 @@ def movable_bones(slots) -> list[int]:
 
     A slot that reads a limb joint beyond the hip/shoulder moves that limb's bones up to the
     joint; a slot that reads only trunk joints (pelvis, spine, neck, shoulders, hips) bends the
-    upper body at the pelvis.
+    upper body at the pelvis. A mapping (slot -> label or local category) that puts a joint on the
+    ground (:func:`lowers_body`) also moves both legs.
     """
-    bones: set[int] = set()
+    bones: set[int] = set(_LEG_BONES) if lowers_body(slots) else set()
     for s in slots:
         read = set(POSECODE_SLOT_JOINTS[s])
         distal = read & _DISTAL
@@ -96,12 +108,13 @@ def edit_coupled_slots(slots) -> list[str]:
     joint the requested slots read or a joint the solver moves for them -- the edited limb
     distal of the rotated bones (bending a knee moves the foot, so the foot's ground,
     distance and position slots follow) -- and, when a ground slot lifts the body, every
-    ground slot; when the upper body turns, every left/right and front/back slot (measured in
+    ground slot (``slots`` as a mapping slot -> label: a joint put on the ground moves both legs,
+    see :func:`movable_bones`); when the upper body turns, every left/right and front/back slot (measured in
     the body frame). An angle or distance whose joints all move together under the same rotations
     keeps its value (turning the upper body leaves the elbow angle alone) and is not coupled.
     The other slots are *unrelated*: the edit should keep their categories."""
-    slots = list(slots)
     bones = movable_bones(slots)
+    slots = list(slots)
     read = {j for s in slots for j in POSECODE_SLOT_JOINTS[s]}
     moved = moved_joints(bones)
     lifted = any(s.startswith("ground:") for s in slots)
@@ -217,21 +230,22 @@ def _plant_feet(base: Tensor, edited: Tensor, smooth_mask: Tensor, weight: float
 def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | None = None,
           iters: int = 100, lr: float = 0.05, seed: int = 0, keep_weight: float = 1.0,
           coupled_keep_weight: float = 0.05, margin: float = 0.5, smooth_weight: float = 20.0,
-          plant_weight: float = 1e5) -> Solution:
+          plant_weight: float = 1e5, floor_weight: float = 1e3) -> Solution:
     """Move ``joints`` (F, 22, 3) the least so that each slot of ``targets`` ({slot: local
     category}) holds, keeping other slots where possible.
 
     ``segment_starts`` (F,) bool marks frames that begin a new motion (no smoothness across).
     When the edit moves a leg, the body may also slide horizontally so that feet planted in
     ``joints`` (within 5 cm of the floor on consecutive frames) do not skate
-    (``plant_weight``; 0 turns it off).
+    (``plant_weight``; 0 turns it off). ``floor_weight`` keeps every joint above the floor
+    (the motion's lowest joint before the edit).
     """
     if joints.dim() != 3 or tuple(joints.shape[1:]) != (NUM_JOINTS, 3):
         raise ValueError(f"joints: expected shape (F, 22, 3), got {tuple(joints.shape)}")
     slots = list(targets)
     req = torch.tensor([POSECODE_SLOTS.index(s) for s in slots])
     tgt = torch.tensor([targets[s] for s in slots])
-    bones = movable_bones(slots)
+    bones = movable_bones(targets)
     use_root = any(s.startswith("ground:") for s in slots)
     # float32 is plenty for centimetre-scale geometry and twice as fast as float64.
     j0 = joints.detach().to(torch.float32)
@@ -263,6 +277,11 @@ def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | N
         smooth_mask = (~segment_starts[1:].bool()).to(dt)
     tgt_full = cur.clone()
     tgt_full[:, req] = tgt
+    # The floor of each motion is its lowest joint before the edit. No edit may push a joint
+    # through it (straightening the knee of a squat must lift the foot, a joint is put on the
+    # ground by kneeling onto it): the decoder never learnt such poses and would not follow.
+    floor = torch.full((int(seg.max()) + 1 if f else 1,), float("inf"), dtype=dt)
+    floor = floor.scatter_reduce(0, seg, j0[..., 1].amin(-1), reduce="amin")[seg] if f else floor[:0]
     for _ in range(iters):
         j = apply_rotations(j0, rot, bones, _lift(dy) if use_root else None)
         v = slot_values(j)
@@ -271,6 +290,8 @@ def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | N
         loss = 10.0 * viol.sum() + keep.sum() + 0.1 * ((rot * rot).sum(-1) * cost).sum()
         if use_root:
             loss = loss + 10.0 * (dy * dy).sum()
+        below = torch.relu(floor.view(-1, 1) - j[..., 1])
+        loss = loss + floor_weight * (below * below).sum()
         if f > 1:
             d = rot[1:] - rot[:-1]
             loss = loss + smooth_weight * ((d * d).sum((-1, -2)) * smooth_mask).sum()
@@ -293,4 +314,4 @@ def solve(joints: Tensor, targets: dict[str, int], *, segment_starts: Tensor | N
                     categories=cats, met=met)
 
 
-__all__ = ["BONES", "Solution", "apply_rotations", "edit_coupled_slots", "movable_bones", "moved_joints", "solve", "NUM_SLOTS"]
+__all__ = ["BONES", "Solution", "apply_rotations", "edit_coupled_slots", "lowers_body", "movable_bones", "moved_joints", "solve", "NUM_SLOTS"]
