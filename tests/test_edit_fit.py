@@ -189,3 +189,24 @@ def test_code_search_never_worse_than_the_gradient_fit_alone():
     assert bool((best <= best_plain + 1e-6).all())
     assert torch.equal(found[~touched], plain[~touched])          # untouched tokens keep their codes
     assert found.min() >= 0 and found.max() < 32
+
+
+def test_fit_search_option_is_checked_and_reaches_the_fit(monkeypatch):
+    import rvqfast.editing.fit as fit_module
+    tok = _tiny_tokenizer()
+    m = [_motion(3, 40)]
+    with pytest.raises(ValueError, match="fit_search"):
+        edit_many(tok, m, {"vertical:right_forearm": "horizontal"}, fit_search=-1, measure=False)
+    seen = []
+    real = fit_module.fit_residual
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["search"].sweeps)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "fit_residual", spy)
+    for sweeps in (0, 2):
+        res = edit_many(tok, m, {"vertical:right_forearm": "horizontal"}, residual="fit", fit_iters=2,
+                        fit_search=sweeps, solver_iters=10, measure=False)[0]
+        assert (res.indices >= 0).all()
+    assert seen == [0, 2]

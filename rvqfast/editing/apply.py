@@ -42,6 +42,7 @@ from .solver import edit_coupled_slots, solve
 
 RESIDUAL_POLICIES = ("fit", "requantize", "keep", "drop")
 DEFAULT_FIT_ITERS = 80
+DEFAULT_FIT_SEARCH = 1     # sweeps of the code search after the gradient steps
 DEFAULT_BLEND_FRAMES = 10
 
 
@@ -166,7 +167,7 @@ def edit(tokenizer, features, set: dict[str, str] | list[str], frames=None, *,  
          n_quantizers: int | None = None, seen: dict[str, list[str]] | None = None,
          strict: bool = True, solver_iters: int = 100, seed: int = 0, measure: bool = True,
          refine: int = 2, requantize: bool | None = None, fit_iters: int = DEFAULT_FIT_ITERS,
-         solve_on: str = "reconstruction") -> EditResult:
+         fit_search: int = DEFAULT_FIT_SEARCH, solve_on: str = "reconstruction") -> EditResult:
     """Edit pose codes of one motion (RAW features (T, 263), T a multiple of 4).
 
     ``set`` maps slot names (``rvqfast.motion.posecodes.POSECODE_SLOTS``) to labels; ``frames``
@@ -176,8 +177,9 @@ def edit(tokenizer, features, set: dict[str, str] | list[str], frames=None, *,  
     (contradictory) are warned about with the slot and the share of frames met.
     ``residual`` is what happens to the residual of the edited tokens: ``"fit"`` (default:
     fitted through the decoder so the decoded motion meets the request, :mod:`rvqfast.editing.fit`,
-    ``fit_iters`` steps), ``"requantize"`` (re-encoded from the solved motion, ``refine``
-    feedback passes), ``"keep"`` or ``"drop"``; ``requantize`` is its old boolean spelling.
+    ``fit_iters`` gradient steps, then ``fit_search`` sweeps of the code search),
+    ``"requantize"`` (re-encoded from the solved motion, ``refine`` feedback passes), ``"keep"``
+    or ``"drop"``; ``requantize`` is its old boolean spelling.
     ``solve_on`` picks the pose the solver edits: the unedited ``"reconstruction"`` (default:
     the motion as the model reproduces it, so unrelated slots keep the categories the user
     sees) or the ``"input"``.
@@ -185,7 +187,7 @@ def edit(tokenizer, features, set: dict[str, str] | list[str], frames=None, *,  
     return edit_many(tokenizer, [features], set, [frames], residual=residual, blend=blend,
                      n_quantizers=n_quantizers, seen=seen, strict=strict, solver_iters=solver_iters,
                      seed=seed, measure=measure, refine=refine, requantize=requantize, fit_iters=fit_iters,
-                     solve_on=solve_on)[0]
+                     fit_search=fit_search, solve_on=solve_on)[0]
 
 
 def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames: list | None = None, *,  # noqa: A002
@@ -194,7 +196,7 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
               strict: bool = True, solver_iters: int = 100, seed: int = 0, measure: bool = True,
               refine: int = 2, requantize: bool | None = None, method: str = "solver",
               bank: np.ndarray | None = None, fit_iters: int = DEFAULT_FIT_ITERS,
-              solve_on: str = "reconstruction") -> list[EditResult]:
+              fit_search: int = DEFAULT_FIT_SEARCH, solve_on: str = "reconstruction") -> list[EditResult]:
     """:func:`edit` for several motions with one request; the joint-space solve and the
     residual fit each run once over all of them (``frames``: one entry per motion, None =
     whole motion).
@@ -219,6 +221,8 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
         raise ValueError(f"refine: expected an integer >= 0, got {refine!r}")
     if isinstance(fit_iters, bool) or not isinstance(fit_iters, int) or fit_iters < 0:
         raise ValueError(f"fit_iters: expected an integer >= 0, got {fit_iters!r}")
+    if isinstance(fit_search, bool) or not isinstance(fit_search, int) or fit_search < 0:
+        raise ValueError(f"fit_search: expected an integer >= 0 (sweeps of the code search), got {fit_search!r}")
     requested = parse_set(set)
     check_reachable(requested, seen if seen is not None else seen_categories_of(tok), strict=strict)
     frames = [None] * len(motions) if frames is None else list(frames)
@@ -299,7 +303,7 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
                          solver_met=float(met.double().mean()) if met.numel() else 1.0)
         results.append(res)
     if residual == "fit" and prep[0][6].shape[-1]:
-        _fit(tok, results, [p[0] for p in prep], requested, n_quantizers, fit_iters)
+        _fit(tok, results, [p[0] for p in prep], requested, n_quantizers, fit_iters, fit_search)
     for res, p in zip(results, prep):
         cats_new = torch.from_numpy(res.categories)[None].to(dev)
         idx_new = torch.from_numpy(res.indices)[None].to(dev)
@@ -311,11 +315,12 @@ def edit_many(tokenizer, motions: list, set: dict[str, str] | list[str], frames:
 
 
 def _fit(tok, results: list[EditResult], inputs: list[Tensor], requested: dict[str, str],
-         n_quantizers: int | None, iters: int) -> None:
+         n_quantizers: int | None, iters: int, search_sweeps: int = DEFAULT_FIT_SEARCH) -> None:
     """Fit the residual indices of every result's touched tokens in one batch (in place)."""
-    from .fit import fit_residual
+    from .fit import CodeSearch, fit_residual
 
-    out = fit_residual(tok, *fit_arguments(tok, results, inputs, requested), n_quantizers=n_quantizers, iters=iters)
+    out = fit_residual(tok, *fit_arguments(tok, results, inputs, requested), n_quantizers=n_quantizers, iters=iters,
+                       search=CodeSearch(sweeps=search_sweeps))
     for i, r in enumerate(results):
         r.indices = out[i, :r.categories.shape[0]].cpu().numpy()
 

@@ -20,7 +20,7 @@ import numpy as np
 from rvqfast._cli import cli_entry
 from rvqfast._io import atomic_write, atomic_write_json, atomic_write_text
 
-from .apply import DEFAULT_BLEND_FRAMES, DEFAULT_FIT_ITERS, RESIDUAL_POLICIES, edit
+from .apply import DEFAULT_BLEND_FRAMES, DEFAULT_FIT_ITERS, DEFAULT_FIT_SEARCH, RESIDUAL_POLICIES, edit
 from .requests import FRAMES_PER_TOKEN, UnreachableEditError, parse_set
 
 
@@ -57,7 +57,7 @@ def _run_suite(args, tok) -> int:
         ev = load_evaluator(args.evaluator)
     res = run_suite(tok, [ds.features[i] for i in ids], residual=args.residual, evaluator=ev,
                     fid_reference=list(ds.features) if ev is not None else None, blend=args.blend,
-                    fit_iters=args.fit_iters, solve_on=args.solve_on)
+                    fit_iters=args.fit_iters, fit_search=args.fit_search, solve_on=args.solve_on)
     out = Path(args.out)
     # Paths relative to the report, so it reads the same on another machine.
     res.update({"run": os.path.relpath(Path(args.run).resolve(), out.resolve()), "data": args.data or "default",
@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="residual of edited frames: fit through the decoder so the decoded motion meets "
                          "the request (default), re-quantize against the new pose, keep, drop")
     ap.add_argument("--fit-iters", type=int, default=DEFAULT_FIT_ITERS,
-                    help="steps of the residual fit (--residual fit)")
+                    help="gradient steps of the residual fit (--residual fit)")
+    ap.add_argument("--fit-search", type=int, default=DEFAULT_FIT_SEARCH,
+                    help="sweeps of the code search after the fit's gradient steps (0: off)")
     ap.add_argument("--solve-on", choices=("reconstruction", "input"), default="reconstruction",
                     help="pose the joint-space solver edits: the unedited reconstruction (default) or the input")
     ap.add_argument("--requantize", action="store_true", help=argparse.SUPPRESS)  # old spelling
@@ -138,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     residual = "requantize" if args.requantize else args.residual
     try:
         res = edit(tok, feats, requested, args.frames, residual=residual, blend=args.blend,
-                   strict=not args.allow_unseen, fit_iters=args.fit_iters, solve_on=args.solve_on)
+                   strict=not args.allow_unseen, fit_iters=args.fit_iters, fit_search=args.fit_search, solve_on=args.solve_on)
     except UnreachableEditError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
