@@ -99,3 +99,33 @@ def _(x: Tensor, indices: Tensor, num_codes: int, backend: str) -> tuple[Tensor,
         x.new_empty(num_codes, dtype=torch.float32),
         x.new_empty(num_codes, x.shape[1], dtype=torch.float32),
     )
+
+
+# Training-step row work outside the search (rvqfast/quantize/core.py and grad.py).
+@torch.library.custom_op("rvqfast::residual_update", mutates_args=("out",))
+def residual_update(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, num_codes: int, backend: str) -> tuple[Tensor, Tensor]:
+    """r (N, D) fp32, codebook (K, D), indices (N,) int64 in [0, K) -> writes ``out`` (N, D) =
+    r - codebook[indices]; returns ``ema_stats(r, indices, K)`` when ``num_codes`` (= K), else
+    two empty tensors. ``out`` must not overlap ``r``."""
+    return get_impl(backend, "residual_update")(r, codebook, indices, out, num_codes)
+
+
+@residual_update.register_fake
+def _(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, num_codes: int, backend: str) -> tuple[Tensor, Tensor]:
+    return r.new_empty(num_codes, dtype=torch.float32), r.new_empty(num_codes, r.shape[1], dtype=torch.float32)
+
+
+@torch.library.custom_op("rvqfast::rvq_stages_grad", mutates_args=())
+def rvq_stages_grad(
+    residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool, backend: str
+) -> Tensor:
+    """Gradient (N, D) of A Euclidean stages with respect to their input: residuals (A+1, N, D)
+    r_0..r_A, upstream g (N, D), sqnorm (A+1, N) |r_j|^2, code_sq (A, N) |c_q|^2, dist_sq (A, N)
+    |r_q - c_q|^2, commit (A,) commitment-loss coefficients; rotation trick or straight-through
+    (definition: :func:`rvqfast.backends.reference.rvq_stages_grad`)."""
+    return get_impl(backend, "rvq_stages_grad")(residuals, g, sqnorm, code_sq, dist_sq, commit, rotation)
+
+
+@rvq_stages_grad.register_fake
+def _(residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool, backend: str) -> Tensor:
+    return residuals.new_empty(residuals.shape[1], residuals.shape[2], dtype=torch.float32)

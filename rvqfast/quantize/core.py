@@ -468,19 +468,30 @@ class QuantizerCore(nn.Module):
         """Record stage ``q``'s search result: residual, norms, commitment loss, statistics."""
         slot, r, cb, residuals = p.slots[q], p.residuals[q], p.cb, p.residuals
         p.indices[:, q] = idx
-        torch.index_select(cb, 0, idx, out=residuals[q + 1])
+        counts = sums = None
+        if torch.compiler.is_compiling() or not residuals[q + 1].is_contiguous():
+            # r_{q+1} = r_q - c_q, written in place over the gathered codes.
+            torch.index_select(cb, 0, idx, out=residuals[q + 1])
+            torch.sub(r, residuals[q + 1], out=residuals[q + 1])
+        else:
+            # One pass: r_{q+1} = r_q - c_q and, for Euclidean codebooks (z_q = r_q), the
+            # stage's EMA statistics (the same values as the two ops above and ``stats``).
+            with_stats = p.track and p.fast
+            counts, sums = _ops.residual_update(
+                r, cb, idx, residuals[q + 1], self.codebook_size if with_stats else 0, self._rb
+            )
+            if not with_stats:
+                counts = sums = None
         if p.fast:
             norms = p.code_norms[q] if p.code_norms is not None and not p.fresh else torch.linalg.vector_norm(cb, dim=1).square_()
             torch.index_select(norms, 0, idx, out=p.code_sq[q])
             p.dist_sq[q] = d2
-        # r_{q+1} = r_q - c_q, written in place over the gathered codes.
-        torch.sub(r, residuals[q + 1], out=residuals[q + 1])
-        if p.fast:
             p.sqnorm[q + 1] = d2  # |r_{q+1}|^2 = |r_q - c_q|^2, already computed by the search
         if self.commitment_weight > 0:
             p.losses[q] = d2.sum() * (self.commitment_weight / (p.m * p.d))
         if p.track:
-            counts, sums = stats(z, idx, self.codebook_size, self._rb)
+            if counts is None:
+                counts, sums = stats(z, idx, self.codebook_size, self._rb)
             if self.shared_codebook:
                 # One codebook, updated stage after stage (searches of later stages see
                 # dead-code replacements), as vector-quantize-pytorch does.
@@ -507,12 +518,14 @@ class QuantizerCore(nn.Module):
                 self._refresh_embed(slice(base, base + n_active))
             for q, z in enumerate(stage_inputs):
                 self._expire(slots[q], z, sync)
-        # The sum of the chosen codes is what the residual lost over all stages.
-        quantized = residuals[0] - residuals[n_active]
+        # The sum of the chosen codes is what the residual lost over all stages; the gradient
+        # node computes it (``None``) unless a rotation value fix-up below needs it here.
+        quantized = None
         if self.rotation_trick and p.xf.requires_grad and p.m:
             # s R z equals the code except for (near-)zero inputs, where the clamped formula
             # of vector-quantize-pytorch gives another value; reproduce it there.
             if torch.compiler.is_compiling():
+                quantized = residuals[0] - residuals[n_active]
                 for q in range(n_active):
                     code = residuals[q] - residuals[q + 1]
                     quantized = quantized + rotation_value_correction(self._transform(residuals[q]), code)
@@ -523,6 +536,8 @@ class QuantizerCore(nn.Module):
                 fix = rotation_value_fixup(self._transform(residuals[q]), code)
                 if fix is not None:
                     rows, vals = fix
+                    if quantized is None:
+                        quantized = residuals[0] - residuals[n_active]
                     quantized[rows] += vals - code[rows]
         sp = StagePass(
             residuals=residuals,
@@ -537,6 +552,7 @@ class QuantizerCore(nn.Module):
             sqnorm=sqnorm,
             code_sq=p.code_sq,
             dist_sq=p.dist_sq,
+            backend=self._rb,
         )
         out, losses = stages_autograd(p.xf, self.embed, sp)
         return out, p.indices, losses
