@@ -111,9 +111,10 @@ def residual_update(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, n
     return ema_stats(r, indices, num_codes)
 
 
-@register("reference", "rvq_stages_grad")
-def rvq_stages_grad(residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool) -> Tensor:
-    """All stages' gradient as ``S g + sum_j gamma_j r_j`` with per-row ``S``, ``gamma_j``.
+def rvq_stages_coefficients(
+    residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool
+) -> tuple[Tensor, Tensor]:
+    """Per-row ``S`` (M,) and ``gamma`` (A+1, M) of :func:`rvq_stages_grad`.
 
     With ``z_q = r_q`` and ``c_q = r_q - r_{q+1}``, every dot product the rotation trick needs
     (rvqfast/quantize/grad.py) follows from ``r_j . g`` and the norms saved by the forward;
@@ -139,11 +140,19 @@ def rvq_stages_grad(residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tenso
         a_c = -s * k / ncc
         gamma[:a] += a_z + a_c
         gamma[1:] -= a_c
-        grad = g * s.sum(0)[:, None]
+        total = s.sum(0)
     else:
-        grad = g * float(a)
-    gamma[1:] += commit.float()[:, None]
-    for j in range(a + 1):
+        total = residuals.new_full((m,), float(a))
+    gamma[1:] += commit.to(gamma.dtype)[:, None]
+    return total, gamma
+
+
+@register("reference", "rvq_stages_grad")
+def rvq_stages_grad(residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool) -> Tensor:
+    """All stages' gradient as ``S g + sum_j gamma_j r_j`` (:func:`rvq_stages_coefficients`)."""
+    total, gamma = rvq_stages_coefficients(residuals, g, sqnorm, code_sq, dist_sq, commit, rotation)
+    grad = g * total[:, None]
+    for j in range(residuals.shape[0]):
         grad.addcmul_(residuals[j], gamma[j][:, None])
     return grad
 
