@@ -7,6 +7,8 @@ validated by :mod:`rvqfast.ops`; outputs are always float32 / int64 whatever the
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -102,17 +104,14 @@ def _(x: Tensor, indices: Tensor, num_codes: int, backend: str) -> tuple[Tensor,
 
 
 # Training-step row work outside the search (rvqfast/quantize/core.py and grad.py).
-@torch.library.custom_op("rvqfast::residual_update", mutates_args=("out",))
-def residual_update(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, num_codes: int, backend: str) -> tuple[Tensor, Tensor]:
+@torch.library.custom_op("rvqfast::residual_update", mutates_args=("out", "counts", "sums"))
+def residual_update(
+    r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, counts: Optional[Tensor], sums: Optional[Tensor], backend: str
+) -> None:
     """r (N, D) fp32, codebook (K, D), indices (N,) int64 in [0, K) -> writes ``out`` (N, D) =
-    r - codebook[indices]; returns ``ema_stats(r, indices, K)`` when ``num_codes`` (= K), else
-    two empty tensors. ``out`` must not overlap ``r``."""
-    return get_impl(backend, "residual_update")(r, codebook, indices, out, num_codes)
-
-
-@residual_update.register_fake
-def _(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, num_codes: int, backend: str) -> tuple[Tensor, Tensor]:
-    return r.new_empty(num_codes, dtype=torch.float32), r.new_empty(num_codes, r.shape[1], dtype=torch.float32)
+    r - codebook[indices] and, when given, ``counts`` (K,) and ``sums`` (K, D) =
+    ``ema_stats(r, indices, K)``. Outputs are contiguous fp32 and must not overlap ``r``."""
+    get_impl(backend, "residual_update")(r, codebook, indices, out, counts, sums)
 
 
 @torch.library.custom_op("rvqfast::rvq_stages_grad", mutates_args=())

@@ -33,8 +33,11 @@ def simd(request):
 
 
 def _update(backend: str, r, cb, idx, stats: bool):
-    out = torch.full_like(r, float("nan"))
-    counts, sums = _ops.residual_update(r, cb, idx, out, cb.shape[0] if stats else 0, backend)
+    nan = float("nan")
+    out = torch.full_like(r, nan)
+    counts = torch.full((cb.shape[0],), nan) if stats else None
+    sums = torch.full((cb.shape[0], r.shape[1]), nan) if stats else None
+    _ops.residual_update(r, cb, idx, out, counts, sums, backend)
     return out, counts, sums
 
 
@@ -55,8 +58,6 @@ def test_residual_update_matches_reference(n, k, d, stats, seed):
         c2, s2 = ops.ema_stats(r, idx, k, backend="cpu")
         assert torch.equal(counts, c2) and torch.equal(sums, s2)
         torch.testing.assert_close(sums, ref_sums, rtol=1e-5, atol=1e-4)
-    else:
-        assert counts.numel() == 0 and sums.numel() == 0
 
 
 @pytest.mark.parametrize("n,k,d", [(1, 1, 1), (1, 1, 1030), (513, 3, 17), (2000, 512, 96)])
@@ -84,17 +85,24 @@ def test_residual_update_rejects_bad_input():
     from rvqfast import _C
 
     r, cb = torch.randn(4, 5), torch.randn(3, 5)
-    out = torch.empty(4, 5)
+    out, counts, sums = torch.empty(4, 5), torch.empty(3), torch.empty(3, 5)
+    idx = torch.tensor([0, 1, 2, 2])
     with pytest.raises(ValueError, match="every row needs a code"):
-        _C.residual_update(r, cb, torch.tensor([0, 1, -1, 2]), out, 3)
+        _C.residual_update(r, cb, torch.tensor([0, 1, -1, 2]), out, counts, sums)
     with pytest.raises(ValueError, match="indices out of range"):
-        _C.residual_update(r, cb, torch.tensor([0, 1, 3, 2]), out, 3)
+        _C.residual_update(r, cb, torch.tensor([0, 1, 3, 2]), out, counts, sums)
     with pytest.raises(ValueError, match="out must be"):
-        _C.residual_update(r, cb, torch.tensor([0, 1, 2, 2]), torch.empty(4, 6), 3)
+        _C.residual_update(r, cb, idx, torch.empty(4, 6), counts, sums)
+    with pytest.raises(ValueError, match="not contiguous"):
+        _C.residual_update(r, cb, idx, torch.empty(5, 4).t(), counts, sums)
     with pytest.raises(ValueError, match="overlap"):
-        _C.residual_update(r, cb, torch.tensor([0, 1, 2, 2]), r, 3)
-    with pytest.raises(ValueError, match="num_codes"):
-        _C.residual_update(r, cb, torch.tensor([0, 1, 2, 2]), out, 7)
+        _C.residual_update(r, cb, idx, r, counts, sums)
+    with pytest.raises(ValueError, match="sums must be"):
+        _C.residual_update(r, cb, idx, out, counts, torch.empty(4, 5))
+    with pytest.raises(ValueError, match="together"):
+        _C.residual_update(r, cb, idx, out, counts, None)
+    with pytest.raises(ValueError, match="must not overlap"):
+        _C.residual_update(r, cb, idx, out, counts, out[:3])
 
 
 def _grad_inputs(seed: int, a: int, n: int, d: int, zero_rows: bool):

@@ -10,6 +10,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -252,35 +253,50 @@ std::tuple<at::Tensor, at::Tensor> ema_stats(const at::Tensor& x_in, const at::T
   return {counts, sums};
 }
 
-std::tuple<at::Tensor, at::Tensor> residual_update(const at::Tensor& r_in, const at::Tensor& cb_in,
-                                                   const at::Tensor& idx_in, at::Tensor out,
-                                                   int64_t num_codes) {
+// A contiguous float32 CPU output of the given shape (written in place by a kernel).
+void check_out(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() &&
+                        t.sizes() == shape,
+                    name, " must be a contiguous float32 CPU tensor of shape ", shape, ", got ",
+                    t.scalar_type(), " ", t.sizes(), t.is_contiguous() ? "" : " (not contiguous)");
+}
+
+bool overlaps(const at::Tensor& a, const at::Tensor& b) {
+  const char* pa = static_cast<const char*>(a.data_ptr());
+  const char* pb = static_cast<const char*>(b.data_ptr());
+  const int64_t na = a.numel() * a.element_size(), nb = b.numel() * b.element_size();
+  return na && nb && pa < pb + nb && pb < pa + na;
+}
+
+void residual_update(const at::Tensor& r_in, const at::Tensor& cb_in, const at::Tensor& idx_in,
+                     at::Tensor out, std::optional<at::Tensor> counts,
+                     std::optional<at::Tensor> sums) {
   at::Tensor r = as_f32(r_in, "r", 2), cb = as_f32(cb_in, "codebook", 2);
   const int64_t N = r.size(0), D = r.size(1), K = cb.size(0);
   TORCH_CHECK_VALUE(K >= 1 && cb.size(1) == D, "codebook must be (K >= 1, ", D, "), got ",
                     cb.sizes());
-  TORCH_CHECK_VALUE(num_codes == 0 || num_codes == K, "num_codes must be 0 (no statistics) or ",
-                    K, ", got ", num_codes);
   at::Tensor idx = as_index(idx_in, "indices", 1, K);
   TORCH_CHECK_VALUE(idx.size(0) == N, "indices has ", idx.size(0), " rows but r has ", N);
   TORCH_CHECK_VALUE(N == 0 || idx.min().item<int64_t>() >= 0, "indices must be in [0, ", K,
                     "): every row needs a code");
-  TORCH_CHECK_VALUE(out.device().is_cpu() && out.scalar_type() == at::kFloat &&
-                        out.is_contiguous() && out.dim() == 2 && out.size(0) == N &&
-                        out.size(1) == D,
-                    "out must be a contiguous float32 CPU tensor of shape (", N, ", ", D,
-                    "), got ", out.scalar_type(), " ", out.sizes());
-  const float* rp = r.data_ptr<float>();
-  float* op = out.data_ptr<float>();
-  TORCH_CHECK_VALUE(N * D == 0 || op + N * D <= rp || rp + N * D <= op,
-                    "out must not overlap r");
-  at::Tensor counts = at::empty({num_codes ? K : 0}, at::kFloat);
-  at::Tensor sums = at::empty({num_codes ? K : 0, D}, at::kFloat);
+  check_out(out, "out", {N, D});
+  TORCH_CHECK_VALUE(counts.has_value() == sums.has_value(),
+                    "counts and sums must be given together");
+  TORCH_CHECK_VALUE(!overlaps(out, r), "out must not overlap r");
+  float* cp = nullptr;
+  float* sp = nullptr;
+  if (counts.has_value()) {
+    check_out(*counts, "counts", {K});
+    check_out(*sums, "sums", {K, D});
+    TORCH_CHECK_VALUE(!overlaps(*sums, r) && !overlaps(*sums, out) && !overlaps(*counts, r) &&
+                          !overlaps(*counts, out) && !overlaps(*counts, *sums),
+                      "counts and sums must not overlap r, out or each other");
+    cp = counts->data_ptr<float>();
+    sp = sums->data_ptr<float>();
+  }
   pybind11::gil_scoped_release nogil;
-  rvqfast::cpu::residual_update(rp, cb.data_ptr<float>(), idx.data_ptr<int64_t>(), N, D, K, op,
-                                num_codes ? counts.data_ptr<float>() : nullptr,
-                                num_codes ? sums.data_ptr<float>() : nullptr);
-  return {counts, sums};
+  rvqfast::cpu::residual_update(r.data_ptr<float>(), cb.data_ptr<float>(), idx.data_ptr<int64_t>(),
+                                N, D, K, out.data_ptr<float>(), cp, sp);
 }
 
 at::Tensor rvq_stages_grad(const at::Tensor& res_in, const at::Tensor& g_in,
@@ -361,10 +377,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("ema_stats", &ema_stats, "x (N,D), indices (N,), num_codes -> (counts (K,), sums (K,D))",
         pybind11::arg("x"), pybind11::arg("indices"), pybind11::arg("num_codes"));
   m.def("residual_update", &residual_update,
-        "r (N,D), codebook (K,D), indices (N,), out (N,D), num_codes (0 or K) -> out = r - "
-        "codebook[indices]; (counts (K,), sums (K,D)) of r when num_codes, else empty",
+        "r (N,D), codebook (K,D), indices (N,), out (N,D), counts (K,) or None, sums (K,D) or "
+        "None: out = r - codebook[indices]; counts, sums = the EMA statistics of r",
         pybind11::arg("r"), pybind11::arg("codebook"), pybind11::arg("indices"),
-        pybind11::arg("out"), pybind11::arg("num_codes"));
+        pybind11::arg("out"), pybind11::arg("counts"), pybind11::arg("sums"));
   m.def("rvq_stages_grad", &rvq_stages_grad,
         "residuals (A+1,N,D), g (N,D), sqnorm (A+1,N), code_sq (A,N), dist_sq (A,N), commit (A,), "
         "rotation -> gradient (N,D) of the Euclidean stages",

@@ -120,9 +120,9 @@ def _train_step_ops() -> None:
         return
 
     @register("cpu", "residual_update")
-    def residual_update(r, codebook, indices, out, num_codes):
+    def residual_update(r, codebook, indices, out, counts, sums):
         """C++: gather, subtraction and the EMA statistics in one pass over the rows."""
-        return _C.residual_update(r, codebook, indices, out, num_codes)
+        _C.residual_update(r, codebook, indices, out, counts, sums)
 
     @register("cpu", "rvq_stages_grad")
     def rvq_stages_grad(residuals, g, sqnorm, code_sq, dist_sq, commit, rotation):

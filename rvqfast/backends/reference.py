@@ -103,12 +103,13 @@ def ema_stats(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor, Tenso
 
 
 @register("reference", "residual_update")
-def residual_update(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, num_codes: int) -> tuple[Tensor, Tensor]:
+def residual_update(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, counts: Tensor | None, sums: Tensor | None) -> None:
     torch.index_select(codebook, 0, indices, out=out)
     torch.sub(r, out, out=out)
-    if not num_codes:
-        return r.new_empty(0, dtype=torch.float32), r.new_empty(0, r.shape[1], dtype=torch.float32)
-    return ema_stats(r, indices, num_codes)
+    if counts is not None:
+        c, s = ema_stats(r, indices, codebook.shape[0])
+        counts.copy_(c)
+        sums.copy_(s)
 
 
 def rvq_stages_coefficients(

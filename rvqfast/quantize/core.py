@@ -475,13 +475,14 @@ class QuantizerCore(nn.Module):
             torch.sub(r, residuals[q + 1], out=residuals[q + 1])
         else:
             # One pass: r_{q+1} = r_q - c_q and, for Euclidean codebooks (z_q = r_q), the
-            # stage's EMA statistics (the same values as the two ops above and ``stats``).
-            with_stats = p.track and p.fast
-            counts, sums = _ops.residual_update(
-                r, cb, idx, residuals[q + 1], self.codebook_size if with_stats else 0, self._rb
-            )
-            if not with_stats:
-                counts = sums = None
+            # stage's EMA statistics (the same values as the two ops above and ``stats``),
+            # written where the codebook update reads them.
+            if p.track and p.fast:
+                if self.shared_codebook:
+                    counts, sums = r.new_empty(self.codebook_size), r.new_empty(self.codebook_size, p.d)
+                else:
+                    counts, sums = p.all_counts[q], p.all_sums[q]
+            _ops.residual_update(r, cb, idx, residuals[q + 1], counts, sums, self._rb)
         if p.fast:
             norms = p.code_norms[q] if p.code_norms is not None and not p.fresh else torch.linalg.vector_norm(cb, dim=1).square_()
             torch.index_select(norms, 0, idx, out=p.code_sq[q])
@@ -490,7 +491,8 @@ class QuantizerCore(nn.Module):
         if self.commitment_weight > 0:
             p.losses[q] = d2.sum() * (self.commitment_weight / (p.m * p.d))
         if p.track:
-            if counts is None:
+            stats_in_place = counts is not None
+            if not stats_in_place:
                 counts, sums = stats(z, idx, self.codebook_size, self._rb)
             if self.shared_codebook:
                 # One codebook, updated stage after stage (searches of later stages see
@@ -499,7 +501,8 @@ class QuantizerCore(nn.Module):
                 self._expire(slot, z, sync)
                 p.stage_inputs.append(z)
             else:
-                p.all_counts[q], p.all_sums[q] = counts, sums
+                if not stats_in_place:
+                    p.all_counts[q], p.all_sums[q] = counts, sums
                 p.stage_inputs.append(z)
 
     def _train_end(self, p: _TrainPass, n_active: int, sync: bool) -> tuple[Tensor, Tensor, Tensor]:
