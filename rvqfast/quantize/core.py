@@ -241,6 +241,11 @@ class QuantizerCore(nn.Module):
         cs = self.cluster_size[slot]
         total = cs.sum(-1, keepdim=True)
         smoothed = (cs + self.eps) / (total + self.codebook_size * self.eps) * total
+        target = self.embed.data[slot]
+        if not self.use_cosine_sim and target.dtype == torch.float32 and target.is_contiguous():
+            # Written in place: one pass over the codes instead of a quotient and its copy.
+            torch.div(self.embed_avg[slot], smoothed.unsqueeze(-1), out=target)
+            return
         new = self.embed_avg[slot] / smoothed.unsqueeze(-1)
         if self.use_cosine_sim:
             new = F.normalize(new, dim=-1, eps=1e-6)
