@@ -229,3 +229,56 @@ def test_training_step_same_on_cpu_and_reference_backends(kwargs):
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(e1, e2, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(a1, a2, rtol=1e-5, atol=1e-6)
+
+
+def _rvq(**kwargs):
+    torch.manual_seed(0)
+    m = ResidualVQ(dim=24, num_quantizers=3, codebook_size=16, **kwargs).train()
+    with torch.no_grad():
+        m.embed.copy_(torch.randn_like(m.embed))
+        m.embed_avg.copy_(m.embed)
+    return m
+
+
+def _grad_of_step(m, x):
+    xi = x.clone().requires_grad_()
+    q, _, losses = m(xi)
+    ((q - x).square().mean() + losses.sum()).backward()
+    return xi.grad
+
+
+def test_residual_buffer_is_reused_only_when_released():
+    import copy
+
+    m = _rvq()
+    x1, x2 = torch.randn(3, 40, 24), torch.randn(3, 40, 24)
+    _grad_of_step(m, x1)
+    ptr = m._residual_buffer._t.data_ptr()
+    _grad_of_step(m, x2)
+    assert m._residual_buffer._t.data_ptr() == ptr  # released by the backward: reused
+
+    # A step whose graph is still alive keeps its buffer: the next forward must not write it.
+    fresh = copy.deepcopy(m)
+    assert fresh._residual_buffer._t is None  # copies start without the scratch buffer
+    xa = x1.clone().requires_grad_()
+    qa, _, la = m(xa)
+    held = m._residual_buffer._t.data_ptr()
+    m(x2.clone().requires_grad_())
+    assert m._residual_buffer._t.data_ptr() != held
+    ((qa - x1).square().mean() + la.sum()).backward()
+    torch.testing.assert_close(xa.grad, _grad_of_step(fresh, x1), rtol=0, atol=0)
+
+
+def test_retained_graph_backward_twice_across_steps():
+    m, ref = _rvq(), _rvq()
+    x = torch.randn(2, 30, 24)
+    xi = x.clone().requires_grad_()
+    q, _, losses = m(xi)
+    loss = (q - x).square().mean() + losses.sum()
+    loss.backward(retain_graph=True)
+    first = xi.grad.clone()
+    _grad_of_step(m, torch.randn(2, 30, 24))  # another step in between
+    xi.grad = None
+    loss.backward()
+    torch.testing.assert_close(xi.grad, first, rtol=0, atol=0)
+    torch.testing.assert_close(first, _grad_of_step(ref, x), rtol=0, atol=0)

@@ -26,6 +26,7 @@ from . import distributed as ddp
 from .compat import from_vector_quantize_pytorch, is_foreign
 from .grad import _EPS, StagePass, rotation_value_correction, rotation_value_fixup, stages_autograd
 from .kmeans import all_finite, kmeans, resolve_backend, sample_rows, search, stats
+from .scratch import StepBuffer
 from .stages import dropout_last_index
 
 
@@ -87,6 +88,8 @@ class QuantizerCore(nn.Module):
         self.precision = precision
         self._warned_nograd = False
         self._frozen = False
+        # The training pass's residual buffer, reused across steps once released (scratch.py).
+        self._residual_buffer = StepBuffer()
 
         s = num_groups * (1 if shared_codebook else num_stages)
         if kmeans_init:
@@ -428,7 +431,7 @@ class QuantizerCore(nn.Module):
         p = _TrainPass()
         p.xf = xf = x.float()
         p.m, p.d = m, d = xf.shape
-        p.residuals = xf.new_empty(n_active + 1, m, d) if residuals is None else residuals
+        p.residuals = self._residual_buffer.get((n_active + 1, m, d), xf) if residuals is None else residuals
         p.residuals[0] = xf.detach()
         p.indices = torch.empty(m, n_active, dtype=torch.int64, device=xf.device)
         p.losses = torch.zeros(n_active, dtype=torch.float32, device=xf.device)
