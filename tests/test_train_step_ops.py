@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from rvqfast import _ops, ops
 from rvqfast.backends import available_backends, backend_load_errors
 from rvqfast.quantize import ResidualVQ
+from test_ops_cpu import simd  # noqa: F401  (fixture: AVX-512 and portable kernels)
 
 pytestmark = pytest.mark.skipif(
     "cpu" not in available_backends(),
@@ -17,19 +18,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 dims = st.sampled_from([1, 2, 3, 15, 16, 17, 64, 130, 1030])
-
-
-@pytest.fixture(params=["avx512", "scalar"])
-def simd(request):
-    """Run with the AVX-512 clones (when the CPU has them) and with the portable loops."""
-    from rvqfast import _C
-
-    used = _C.set_simd_avx512(request.param == "avx512")
-    if request.param == "avx512" and not used:
-        _C.set_simd_avx512(True)
-        pytest.skip("this CPU has no AVX-512")
-    yield request.param
-    _C.set_simd_avx512(True)
 
 
 def _update(backend: str, r, cb, idx, stats: bool):
