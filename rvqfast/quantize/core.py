@@ -88,8 +88,11 @@ class QuantizerCore(nn.Module):
         self.precision = precision
         self._warned_nograd = False
         self._frozen = False
-        # The training pass's residual buffer, reused across steps once released (scratch.py).
+        # The training pass's residual buffer and per-stage EMA statistics, reused across steps
+        # once released (scratch.py).
         self._residual_buffer = StepBuffer()
+        self._counts_buffer = StepBuffer()
+        self._sums_buffer = StepBuffer()
 
         s = num_groups * (1 if shared_codebook else num_stages)
         if kmeans_init:
@@ -446,8 +449,8 @@ class QuantizerCore(nn.Module):
         p.stage_inputs = []
         p.track = updates and (self.ema_update or self.threshold_ema_dead_code > 0) and m > 0
         if p.track and not self.shared_codebook:
-            p.all_counts = xf.new_empty(n_active, self.codebook_size)
-            p.all_sums = xf.new_empty(n_active, self.codebook_size, d)
+            p.all_counts = self._counts_buffer.get((n_active, self.codebook_size), xf)
+            p.all_sums = self._sums_buffer.get((n_active, self.codebook_size, d), xf)
         p.code_norms = None
         if fast and not self.shared_codebook:
             # Codes searched at stage q are the pre-update ones, so norms taken now stay valid.
