@@ -480,8 +480,9 @@ class QuantizerCore(nn.Module):
         slot, r, cb, residuals = p.slots[q], p.residuals[q], p.cb, p.residuals
         p.indices[:, q] = idx
         counts = sums = None
-        if torch.compiler.is_compiling() or not residuals[q + 1].is_contiguous():
-            # r_{q+1} = r_q - c_q, written in place over the gathered codes.
+        if torch.compiler.is_compiling() or r.device.type != "cpu" or not residuals[q + 1].is_contiguous():
+            # r_{q+1} = r_q - c_q, written in place over the gathered codes (GPU backends:
+            # their own ema_stats kernel below).
             torch.index_select(cb, 0, idx, out=residuals[q + 1])
             torch.sub(r, residuals[q + 1], out=residuals[q + 1])
         else:
