@@ -7,6 +7,8 @@ validated by :mod:`rvqfast.ops`; outputs are always float32 / int64 whatever the
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -99,3 +101,30 @@ def _(x: Tensor, indices: Tensor, num_codes: int, backend: str) -> tuple[Tensor,
         x.new_empty(num_codes, dtype=torch.float32),
         x.new_empty(num_codes, x.shape[1], dtype=torch.float32),
     )
+
+
+# Training-step row work outside the search (rvqfast/quantize/core.py and grad.py).
+@torch.library.custom_op("rvqfast::residual_update", mutates_args=("out", "counts", "sums"))
+def residual_update(
+    r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, counts: Optional[Tensor], sums: Optional[Tensor], backend: str
+) -> None:
+    """r (N, D) fp32, codebook (K, D), indices (N,) int64 in [0, K) -> writes ``out`` (N, D) =
+    r - codebook[indices] and, when given, ``counts`` (K,) and ``sums`` (K, D) =
+    ``ema_stats(r, indices, K)``. Outputs are contiguous fp32 and must not overlap ``r``."""
+    get_impl(backend, "residual_update")(r, codebook, indices, out, counts, sums)
+
+
+@torch.library.custom_op("rvqfast::rvq_stages_grad", mutates_args=())
+def rvq_stages_grad(
+    residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool, backend: str
+) -> Tensor:
+    """Gradient (N, D) of A Euclidean stages with respect to their input: residuals (A+1, N, D)
+    r_0..r_A, upstream g (N, D), sqnorm (A+1, N) |r_j|^2, code_sq (A, N) |c_q|^2, dist_sq (A, N)
+    |r_q - c_q|^2, commit (A,) commitment-loss coefficients; rotation trick or straight-through
+    (definition: :func:`rvqfast.backends.reference.rvq_stages_grad`)."""
+    return get_impl(backend, "rvq_stages_grad")(residuals, g, sqnorm, code_sq, dist_sq, commit, rotation)
+
+
+@rvq_stages_grad.register_fake
+def _(residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool, backend: str) -> Tensor:
+    return residuals.new_empty(residuals.shape[1], residuals.shape[2], dtype=torch.float32)

@@ -10,6 +10,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "cpu/grouped.h"
 #include "cpu/search.h"
 #include "cpu/simd.h"
+#include "cpu/train_step.h"
 
 namespace {
 
@@ -251,6 +253,79 @@ std::tuple<at::Tensor, at::Tensor> ema_stats(const at::Tensor& x_in, const at::T
   return {counts, sums};
 }
 
+// A contiguous float32 CPU output of the given shape (written in place by a kernel).
+void check_out(const at::Tensor& t, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK_VALUE(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() &&
+                        t.sizes() == shape,
+                    name, " must be a contiguous float32 CPU tensor of shape ", shape, ", got ",
+                    t.scalar_type(), " ", t.sizes(), t.is_contiguous() ? "" : " (not contiguous)");
+}
+
+bool overlaps(const at::Tensor& a, const at::Tensor& b) {
+  const char* pa = static_cast<const char*>(a.data_ptr());
+  const char* pb = static_cast<const char*>(b.data_ptr());
+  const int64_t na = a.numel() * a.element_size(), nb = b.numel() * b.element_size();
+  return na && nb && pa < pb + nb && pb < pa + na;
+}
+
+void residual_update(const at::Tensor& r_in, const at::Tensor& cb_in, const at::Tensor& idx_in,
+                     at::Tensor out, std::optional<at::Tensor> counts,
+                     std::optional<at::Tensor> sums) {
+  at::Tensor r = as_f32(r_in, "r", 2), cb = as_f32(cb_in, "codebook", 2);
+  const int64_t N = r.size(0), D = r.size(1), K = cb.size(0);
+  TORCH_CHECK_VALUE(K >= 1 && cb.size(1) == D, "codebook must be (K >= 1, ", D, "), got ",
+                    cb.sizes());
+  at::Tensor idx = as_index(idx_in, "indices", 1, K);
+  TORCH_CHECK_VALUE(idx.size(0) == N, "indices has ", idx.size(0), " rows but r has ", N);
+  TORCH_CHECK_VALUE(N == 0 || idx.min().item<int64_t>() >= 0, "indices must be in [0, ", K,
+                    "): every row needs a code");
+  check_out(out, "out", {N, D});
+  TORCH_CHECK_VALUE(counts.has_value() == sums.has_value(),
+                    "counts and sums must be given together");
+  TORCH_CHECK_VALUE(!overlaps(out, r), "out must not overlap r");
+  float* cp = nullptr;
+  float* sp = nullptr;
+  if (counts.has_value()) {
+    check_out(*counts, "counts", {K});
+    check_out(*sums, "sums", {K, D});
+    TORCH_CHECK_VALUE(!overlaps(*sums, r) && !overlaps(*sums, out) && !overlaps(*counts, r) &&
+                          !overlaps(*counts, out) && !overlaps(*counts, *sums),
+                      "counts and sums must not overlap r, out or each other");
+    cp = counts->data_ptr<float>();
+    sp = sums->data_ptr<float>();
+  }
+  pybind11::gil_scoped_release nogil;
+  rvqfast::cpu::residual_update(r.data_ptr<float>(), cb.data_ptr<float>(), idx.data_ptr<int64_t>(),
+                                N, D, K, out.data_ptr<float>(), cp, sp);
+}
+
+at::Tensor rvq_stages_grad(const at::Tensor& res_in, const at::Tensor& g_in,
+                           const at::Tensor& sqnorm_in, const at::Tensor& code_sq_in,
+                           const at::Tensor& dist_sq_in, const at::Tensor& commit_in,
+                           bool rotation) {
+  at::Tensor res = as_f32(res_in, "residuals", 3), g = as_f32(g_in, "g", 2);
+  const int64_t A = res.size(0) - 1, N = res.size(1), D = res.size(2);
+  TORCH_CHECK_VALUE(A >= 0, "residuals must hold at least r_0");
+  TORCH_CHECK_VALUE(g.size(0) == N && g.size(1) == D, "g must be (", N, ", ", D, "), got ",
+                    g.sizes());
+  at::Tensor sqnorm = as_f32(sqnorm_in, "sqnorm", 2), code_sq = as_f32(code_sq_in, "code_sq", 2);
+  at::Tensor dist_sq = as_f32(dist_sq_in, "dist_sq", 2), commit = as_f32(commit_in, "commit", 1);
+  TORCH_CHECK_VALUE(sqnorm.size(0) == A + 1 && sqnorm.size(1) == N, "sqnorm must be (", A + 1,
+                    ", ", N, "), got ", sqnorm.sizes());
+  TORCH_CHECK_VALUE(code_sq.size(0) == A && code_sq.size(1) == N, "code_sq must be (", A, ", ",
+                    N, "), got ", code_sq.sizes());
+  TORCH_CHECK_VALUE(dist_sq.size(0) == A && dist_sq.size(1) == N, "dist_sq must be (", A, ", ",
+                    N, "), got ", dist_sq.sizes());
+  TORCH_CHECK_VALUE(commit.size(0) == A, "commit must be (", A, "), got ", commit.sizes());
+  at::Tensor grad = at::empty({N, D}, at::kFloat);
+  pybind11::gil_scoped_release nogil;
+  rvqfast::cpu::rvq_stages_grad(res.data_ptr<float>(), g.data_ptr<float>(), sqnorm.data_ptr<float>(),
+                                code_sq.data_ptr<float>(), dist_sq.data_ptr<float>(),
+                                commit.data_ptr<float>(), A, N, D, rotation,
+                                grad.data_ptr<float>());
+  return grad;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> screen_bounds(const at::Tensor& x_in,
                                                              const at::Tensor& cb_in,
                                                              const std::string& precision) {
@@ -301,6 +376,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("indices"), pybind11::arg("codebooks"));
   m.def("ema_stats", &ema_stats, "x (N,D), indices (N,), num_codes -> (counts (K,), sums (K,D))",
         pybind11::arg("x"), pybind11::arg("indices"), pybind11::arg("num_codes"));
+  m.def("residual_update", &residual_update,
+        "r (N,D), codebook (K,D), indices (N,), out (N,D), counts (K,) or None, sums (K,D) or "
+        "None: out = r - codebook[indices]; counts, sums = the EMA statistics of r",
+        pybind11::arg("r"), pybind11::arg("codebook"), pybind11::arg("indices"),
+        pybind11::arg("out"), pybind11::arg("counts"), pybind11::arg("sums"));
+  m.def("rvq_stages_grad", &rvq_stages_grad,
+        "residuals (A+1,N,D), g (N,D), sqnorm (A+1,N), code_sq (A,N), dist_sq (A,N), commit (A,), "
+        "rotation -> gradient (N,D) of the Euclidean stages",
+        pybind11::arg("residuals"), pybind11::arg("g"), pybind11::arg("sqnorm"),
+        pybind11::arg("code_sq"), pybind11::arg("dist_sq"), pybind11::arg("commit"),
+        pybind11::arg("rotation"));
   m.def("certified_stats", &certified_stats,
         "Certified-mode counters since the last reset: rows, overflow_rows, candidates, "
         "mean_candidates");

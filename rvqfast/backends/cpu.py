@@ -113,6 +113,26 @@ def _grouped_cpu_ops():
 grouped_nearest_code, grouped_rvq_encode = _grouped_cpu_ops()
 
 
+def _train_step_ops() -> None:
+    """The training step's row kernels (kernels/cpu/train_step.cpp); an extension built before
+    them leaves the reference implementations in place."""
+    if not hasattr(_C, "residual_update"):
+        return
+
+    @register("cpu", "residual_update")
+    def residual_update(r, codebook, indices, out, counts, sums):
+        """C++: gather, subtraction and the EMA statistics in one pass over the rows."""
+        _C.residual_update(r, codebook, indices, out, counts, sums)
+
+    @register("cpu", "rvq_stages_grad")
+    def rvq_stages_grad(residuals, g, sqnorm, code_sq, dist_sq, commit, rotation):
+        """C++: each row's dots, coefficients and combination in one pass over the residuals."""
+        return _C.rvq_stages_grad(residuals, g, sqnorm, code_sq, dist_sq, commit, rotation)
+
+
+_train_step_ops()
+
+
 def certified_stats() -> dict[str, float]:
     """Counters of the certified search (both screens) since the last :func:`reset_certified_stats`.
 

@@ -102,6 +102,62 @@ def ema_stats(x: Tensor, indices: Tensor, num_codes: int) -> tuple[Tensor, Tenso
     return counts, sums
 
 
+@register("reference", "residual_update")
+def residual_update(r: Tensor, codebook: Tensor, indices: Tensor, out: Tensor, counts: Tensor | None, sums: Tensor | None) -> None:
+    torch.index_select(codebook, 0, indices, out=out)
+    torch.sub(r, out, out=out)
+    if counts is not None:
+        c, s = ema_stats(r, indices, codebook.shape[0])
+        counts.copy_(c)
+        sums.copy_(s)
+
+
+def rvq_stages_coefficients(
+    residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool
+) -> tuple[Tensor, Tensor]:
+    """Per-row ``S`` (M,) and ``gamma`` (A+1, M) of :func:`rvq_stages_grad`.
+
+    With ``z_q = r_q`` and ``c_q = r_q - r_{q+1}``, every dot product the rotation trick needs
+    (rvqfast/quantize/grad.py) follows from ``r_j . g`` and the norms saved by the forward;
+    ``commit[q]`` adds to ``gamma_{q+1}`` (the commitment loss's gradient, ``coef (z_q - c_q)``).
+    Straight-through: ``S = A``.
+    """
+    eps = 1e-6
+    a, m = residuals.shape[0] - 1, residuals.shape[1]
+    gamma = residuals.new_zeros(a + 1, m)
+    if rotation:
+        # r_j . g for all j in one batched product: (A+1, M, D) x (M, D) -> (A+1, M).
+        dots = torch.einsum("jnd,nd->jn", residuals, g)
+        nz2, nc2 = sqnorm[:a], code_sq
+        zc = 0.5 * (nz2 + nc2 - dist_sq)
+        zg, cg = dots[:a], dots[:a] - dots[1:]
+        nz, nc = nz2.sqrt(), nc2.sqrt()
+        nzc, ncc = nz.clamp(min=eps), nc.clamp(min=eps)
+        ug, qg = zg / nzc, cg / ncc
+        pp = (nz2 / (nzc * nzc) + nc2 / (ncc * ncc) + 2 * zc / (nzc * ncc)).clamp(min=eps * eps)
+        k = 2 * (ug + qg) / pp
+        s = nc / nzc
+        a_z = s * (2 * qg - k) / nzc
+        a_c = -s * k / ncc
+        gamma[:a] += a_z + a_c
+        gamma[1:] -= a_c
+        total = s.sum(0)
+    else:
+        total = residuals.new_full((m,), float(a))
+    gamma[1:] += commit.to(gamma.dtype)[:, None]
+    return total, gamma
+
+
+@register("reference", "rvq_stages_grad")
+def rvq_stages_grad(residuals: Tensor, g: Tensor, sqnorm: Tensor, code_sq: Tensor, dist_sq: Tensor, commit: Tensor, rotation: bool) -> Tensor:
+    """All stages' gradient as ``S g + sum_j gamma_j r_j`` (:func:`rvq_stages_coefficients`)."""
+    total, gamma = rvq_stages_coefficients(residuals, g, sqnorm, code_sq, dist_sq, commit, rotation)
+    grad = g * total[:, None]
+    for j in range(residuals.shape[0]):
+        grad.addcmul_(residuals[j], gamma[j][:, None])
+    return grad
+
+
 # Grouped ops: the loop over groups is the definition the other backends are tested against.
 from .grouped import register_per_group  # noqa: E402
 

@@ -26,6 +26,7 @@ from . import distributed as ddp
 from .compat import from_vector_quantize_pytorch, is_foreign
 from .grad import _EPS, StagePass, rotation_value_correction, rotation_value_fixup, stages_autograd
 from .kmeans import all_finite, kmeans, resolve_backend, sample_rows, search, stats
+from .scratch import StepBuffer
 from .stages import dropout_last_index
 
 
@@ -87,6 +88,11 @@ class QuantizerCore(nn.Module):
         self.precision = precision
         self._warned_nograd = False
         self._frozen = False
+        # The training pass's residual buffer and per-stage EMA statistics, reused across steps
+        # once released (scratch.py).
+        self._residual_buffer = StepBuffer()
+        self._counts_buffer = StepBuffer()
+        self._sums_buffer = StepBuffer()
 
         s = num_groups * (1 if shared_codebook else num_stages)
         if kmeans_init:
@@ -241,6 +247,11 @@ class QuantizerCore(nn.Module):
         cs = self.cluster_size[slot]
         total = cs.sum(-1, keepdim=True)
         smoothed = (cs + self.eps) / (total + self.codebook_size * self.eps) * total
+        target = self.embed.data[slot]
+        if not self.use_cosine_sim and target.dtype == torch.float32 and target.is_contiguous():
+            # Written in place: one pass over the codes instead of a quotient and its copy.
+            torch.div(self.embed_avg[slot], smoothed.unsqueeze(-1), out=target)
+            return
         new = self.embed_avg[slot] / smoothed.unsqueeze(-1)
         if self.use_cosine_sim:
             new = F.normalize(new, dim=-1, eps=1e-6)
@@ -423,7 +434,7 @@ class QuantizerCore(nn.Module):
         p = _TrainPass()
         p.xf = xf = x.float()
         p.m, p.d = m, d = xf.shape
-        p.residuals = xf.new_empty(n_active + 1, m, d) if residuals is None else residuals
+        p.residuals = self._residual_buffer.get((n_active + 1, m, d), xf) if residuals is None else residuals
         p.residuals[0] = xf.detach()
         p.indices = torch.empty(m, n_active, dtype=torch.int64, device=xf.device)
         p.losses = torch.zeros(n_active, dtype=torch.float32, device=xf.device)
@@ -438,8 +449,8 @@ class QuantizerCore(nn.Module):
         p.stage_inputs = []
         p.track = updates and (self.ema_update or self.threshold_ema_dead_code > 0) and m > 0
         if p.track and not self.shared_codebook:
-            p.all_counts = xf.new_empty(n_active, self.codebook_size)
-            p.all_sums = xf.new_empty(n_active, self.codebook_size, d)
+            p.all_counts = self._counts_buffer.get((n_active, self.codebook_size), xf)
+            p.all_sums = self._sums_buffer.get((n_active, self.codebook_size, d), xf)
         p.code_norms = None
         if fast and not self.shared_codebook:
             # Codes searched at stage q are the pre-update ones, so norms taken now stay valid.
@@ -468,19 +479,33 @@ class QuantizerCore(nn.Module):
         """Record stage ``q``'s search result: residual, norms, commitment loss, statistics."""
         slot, r, cb, residuals = p.slots[q], p.residuals[q], p.cb, p.residuals
         p.indices[:, q] = idx
-        torch.index_select(cb, 0, idx, out=residuals[q + 1])
+        counts = sums = None
+        if torch.compiler.is_compiling() or r.device.type != "cpu" or not residuals[q + 1].is_contiguous():
+            # r_{q+1} = r_q - c_q, written in place over the gathered codes (GPU backends:
+            # their own ema_stats kernel below).
+            torch.index_select(cb, 0, idx, out=residuals[q + 1])
+            torch.sub(r, residuals[q + 1], out=residuals[q + 1])
+        else:
+            # One pass: r_{q+1} = r_q - c_q and, for Euclidean codebooks (z_q = r_q), the
+            # stage's EMA statistics (the same values as the two ops above and ``stats``),
+            # written where the codebook update reads them.
+            if p.track and p.fast:
+                if self.shared_codebook:
+                    counts, sums = r.new_empty(self.codebook_size), r.new_empty(self.codebook_size, p.d)
+                else:
+                    counts, sums = p.all_counts[q], p.all_sums[q]
+            _ops.residual_update(r, cb, idx, residuals[q + 1], counts, sums, self._rb)
         if p.fast:
             norms = p.code_norms[q] if p.code_norms is not None and not p.fresh else torch.linalg.vector_norm(cb, dim=1).square_()
             torch.index_select(norms, 0, idx, out=p.code_sq[q])
             p.dist_sq[q] = d2
-        # r_{q+1} = r_q - c_q, written in place over the gathered codes.
-        torch.sub(r, residuals[q + 1], out=residuals[q + 1])
-        if p.fast:
             p.sqnorm[q + 1] = d2  # |r_{q+1}|^2 = |r_q - c_q|^2, already computed by the search
         if self.commitment_weight > 0:
             p.losses[q] = d2.sum() * (self.commitment_weight / (p.m * p.d))
         if p.track:
-            counts, sums = stats(z, idx, self.codebook_size, self._rb)
+            stats_in_place = counts is not None
+            if not stats_in_place:
+                counts, sums = stats(z, idx, self.codebook_size, self._rb)
             if self.shared_codebook:
                 # One codebook, updated stage after stage (searches of later stages see
                 # dead-code replacements), as vector-quantize-pytorch does.
@@ -488,7 +513,8 @@ class QuantizerCore(nn.Module):
                 self._expire(slot, z, sync)
                 p.stage_inputs.append(z)
             else:
-                p.all_counts[q], p.all_sums[q] = counts, sums
+                if not stats_in_place:
+                    p.all_counts[q], p.all_sums[q] = counts, sums
                 p.stage_inputs.append(z)
 
     def _train_end(self, p: _TrainPass, n_active: int, sync: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -507,12 +533,14 @@ class QuantizerCore(nn.Module):
                 self._refresh_embed(slice(base, base + n_active))
             for q, z in enumerate(stage_inputs):
                 self._expire(slots[q], z, sync)
-        # The sum of the chosen codes is what the residual lost over all stages.
-        quantized = residuals[0] - residuals[n_active]
+        # The sum of the chosen codes is what the residual lost over all stages; the gradient
+        # node computes it (``None``) unless a rotation value fix-up below needs it here.
+        quantized = None
         if self.rotation_trick and p.xf.requires_grad and p.m:
             # s R z equals the code except for (near-)zero inputs, where the clamped formula
             # of vector-quantize-pytorch gives another value; reproduce it there.
             if torch.compiler.is_compiling():
+                quantized = residuals[0] - residuals[n_active]
                 for q in range(n_active):
                     code = residuals[q] - residuals[q + 1]
                     quantized = quantized + rotation_value_correction(self._transform(residuals[q]), code)
@@ -523,6 +551,8 @@ class QuantizerCore(nn.Module):
                 fix = rotation_value_fixup(self._transform(residuals[q]), code)
                 if fix is not None:
                     rows, vals = fix
+                    if quantized is None:
+                        quantized = residuals[0] - residuals[n_active]
                     quantized[rows] += vals - code[rows]
         sp = StagePass(
             residuals=residuals,
@@ -537,6 +567,7 @@ class QuantizerCore(nn.Module):
             sqnorm=sqnorm,
             code_sq=p.code_sq,
             dist_sq=p.dist_sq,
+            backend=self._rb,
         )
         out, losses = stages_autograd(p.xf, self.embed, sp)
         return out, p.indices, losses

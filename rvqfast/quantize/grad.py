@@ -23,6 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .. import _ops
+
 _EPS = 1e-6
 
 
@@ -33,7 +35,9 @@ class StagePass:
     residuals: Tensor  # (A+1, M, D) fp32: r_0 .. r_A (stage inputs before normalisation)
     indices: Tensor  # (M, A) int64 codes chosen per stage
     stage_codebook: list[int]  # codebook slot used by each stage
-    quantized: Tensor | None  # (M, D) fp32 sum of the chosen codes (handed to autograd, then dropped)
+    # (M, D) fp32 sum of the chosen codes (handed to autograd, then dropped); None: the node
+    # computes it as r_0 - r_A
+    quantized: Tensor | None
     losses: Tensor | None  # (A,) fp32 commitment loss per stage, weighted (likewise)
     rotation: bool
     cosine: bool
@@ -44,6 +48,7 @@ class StagePass:
     sqnorm: Tensor | None = None
     code_sq: Tensor | None = None
     dist_sq: Tensor | None = None
+    backend: str = "reference"  # resolved backend of the row kernels (rvqfast._ops)
 
 
 def _rowdot(a: Tensor, b: Tensor) -> Tensor:
@@ -91,12 +96,13 @@ def _rotation_value(zb: Tensor, cb: Tensor, nz: Tensor) -> Tensor:
 # gives shapes, AOT autograd traces the backward below), whereas it dropped the outputs of the
 # old Function from the graph and every gradient before the quantizer was lost. The op returns
 # copies of ``quantized``/``losses`` (an op's outputs may not alias its inputs); one (M, D) copy
-# is cheap next to the search.
+# is cheap next to the search. Without ``quantized`` the op computes it as ``r_0 - r_A`` (one pass
+# instead of a difference and its copy).
 @torch.library.custom_op("rvqfast::quantizer_stages", mutates_args=())
 def _stages_op(
     x: Tensor,
     embed: Tensor,
-    quantized: Tensor,
+    quantized: Optional[Tensor],
     losses: Tensor,
     residuals: Tensor,
     indices: Tensor,
@@ -108,37 +114,39 @@ def _stages_op(
     cosine: bool,
     commit_weight: float,
     learnable: bool,
+    backend: str,
 ) -> tuple[Tensor, Tensor]:
-    return quantized.clone(), losses.clone()
+    out = residuals[0] - residuals[-1] if quantized is None else quantized.clone()
+    return out, losses.clone()
 
 
 @_stages_op.register_fake
-def _(x, embed, quantized, losses, residuals, indices, sqnorm, code_sq, dist_sq, stage_codebook, rotation, cosine, commit_weight, learnable):
-    return torch.empty_like(quantized), torch.empty_like(losses)
+def _(x, embed, quantized, losses, residuals, indices, sqnorm, code_sq, dist_sq, stage_codebook, rotation, cosine, commit_weight, learnable, backend):
+    return residuals.new_empty(residuals.shape[1:]), torch.empty_like(losses)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    (_, embed, _, _, residuals, indices, sqnorm, code_sq, dist_sq, stage_codebook, rotation, cosine, commit_weight, learnable) = inputs
+    (_, embed, _, _, residuals, indices, sqnorm, code_sq, dist_sq, stage_codebook, rotation, cosine, commit_weight, learnable, backend) = inputs
     # The outputs are not saved: the backward needs neither, and holding them would keep every
     # step's activations alive.
     ctx.save_for_backward(residuals, indices, sqnorm, code_sq, dist_sq)
-    ctx.cfg = (list(stage_codebook), bool(rotation), bool(cosine), float(commit_weight), bool(learnable))
+    ctx.cfg = (list(stage_codebook), bool(rotation), bool(cosine), float(commit_weight), bool(learnable), str(backend))
     ctx.embed_shape = tuple(embed.shape)
 
 
 def _backward_op(ctx, g: Tensor | None, gl: Tensor | None):
     residuals, indices, sqnorm, code_sq, dist_sq = ctx.saved_tensors
-    stage_codebook, rotation, cosine, commit_weight, learnable = ctx.cfg
+    stage_codebook, rotation, cosine, commit_weight, learnable, backend = ctx.cfg
     sp = StagePass(
         residuals=residuals, indices=indices, stage_codebook=stage_codebook, quantized=None, losses=None,
         rotation=rotation, cosine=cosine, commit_weight=commit_weight, learnable=learnable,
-        sqnorm=sqnorm, code_sq=code_sq, dist_sq=dist_sq,
+        sqnorm=sqnorm, code_sq=code_sq, dist_sq=dist_sq, backend=backend,
     )
     grad_embed = None
     if learnable and ctx.needs_input_grad[1]:
         grad_embed = residuals.new_zeros(ctx.embed_shape)
     grad_x, grad_embed = stage_gradients(sp, g, gl, grad_embed)
-    return (grad_x, grad_embed) + (None,) * 12
+    return (grad_x, grad_embed) + (None,) * 13
 
 
 _stages_op.register_autograd(_backward_op, setup_context=_setup_context)
@@ -195,46 +203,20 @@ def _backward_euclidean(sp: StagePass, g: Tensor | None, gl: Tensor | None, grad
 
     With ``z_q = r_q`` and ``c_q = r_q - r_{q+1}``, every dot product the rotation needs follows
     from ``r_j . g`` and the norms saved by the forward, so the pass costs ``A+1`` row-dots and
-    ``A+1`` fused multiply-adds over (M, D) and allocates nothing of size ``A x M x D``.
+    ``A+1`` fused multiply-adds over (M, D) and allocates nothing of size ``A x M x D``: the
+    ``rvq_stages_grad`` op (reference: :func:`rvqfast.backends.reference.rvq_stages_grad`).
     """
     res = sp.residuals
     a = res.shape[0] - 1
-    gamma = res.new_zeros(a + 1, m)
-    total_s = None
-    if g is not None:
-        # r_j . g for all j in one batched product: (A+1, M, D) x (M, D) -> (A+1, M).
-        dots = torch.einsum("jnd,nd->jn", res, g)
-        if sp.rotation:
-            nz2, nc2 = sp.sqnorm[:a], sp.code_sq
-            zc = 0.5 * (nz2 + nc2 - sp.dist_sq)
-            zg, cg = dots[:a], dots[:a] - dots[1:]
-            nz, nc = nz2.sqrt(), nc2.sqrt()
-            nzc, ncc = nz.clamp(min=_EPS), nc.clamp(min=_EPS)
-            ug, qg = zg / nzc, cg / ncc
-            pp = (nz2 / (nzc * nzc) + nc2 / (ncc * ncc) + 2 * zc / (nzc * ncc)).clamp(min=_EPS * _EPS)
-            k = 2 * (ug + qg) / pp
-            s = nc / nzc
-            a_z = s * (2 * qg - k) / nzc
-            a_c = -s * k / ncc
-            total_s = s.sum(0)
-            gamma[:a] += a_z + a_c
-            gamma[1:] -= a_c
-        else:
-            total_s = None  # straight-through: each active stage passes g unchanged
+    commit = res.new_zeros(a)
     if gl is not None and sp.commit_weight != 0:
-        coef = (2.0 * sp.commit_weight / (m * d)) * gl.float()
-        gamma[1:] += coef[:, None]
+        commit = (2.0 * sp.commit_weight / (m * d)) * gl.float()
         if grad_embed is not None:
             for q in range(a):
-                grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], res[q + 1] * -coef[q])
-    if g is None:
-        grad_x = res.new_zeros(m, d)
-    elif total_s is None:
-        grad_x = g * float(a)
-    else:
-        grad_x = g * total_s[:, None]
-    for j in range(a + 1):
-        grad_x.addcmul_(res[j], gamma[j][:, None])
+                grad_embed[sp.stage_codebook[q]].index_add_(0, sp.indices[:, q], res[q + 1] * -commit[q])
+    # No upstream gradient: g = 0 gives every rotation term 0, leaving the commitment terms.
+    g = res.new_zeros(m, d) if g is None else g.contiguous()
+    grad_x = _ops.rvq_stages_grad(res, g, sp.sqnorm, sp.code_sq, sp.dist_sq, commit.contiguous(), sp.rotation, sp.backend)
     return grad_x, grad_embed
 
 
@@ -244,7 +226,7 @@ def stages_autograd(x: Tensor, embed: Tensor, sp: StagePass) -> tuple[Tensor, Te
     sp.quantized = sp.losses = None
     return _stages_op(
         x, embed, quantized, losses, sp.residuals, sp.indices, sp.sqnorm, sp.code_sq, sp.dist_sq,
-        list(sp.stage_codebook), sp.rotation, sp.cosine, float(sp.commit_weight), sp.learnable,
+        list(sp.stage_codebook), sp.rotation, sp.cosine, float(sp.commit_weight), sp.learnable, sp.backend,
     )
 
 
