@@ -417,7 +417,7 @@ class QuantizerCore(nn.Module):
         # are stacked.
         shared = None
         if together and not self.use_cosine_sim and not torch.compiler.is_compiling():
-            shared = rows[0].new_empty(n_active + 1, len(rows), *rows[0].shape, dtype=torch.float32)
+            shared = self._residual_buffer.get((n_active + 1, len(rows), *rows[0].shape), rows[0])
         passes = [self._train_begin(x, n_active, g, updates, None if shared is None else shared[:, i])
                   for i, (x, g) in enumerate(zip(rows, groups))]
         for q in range(n_active):
