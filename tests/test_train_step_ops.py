@@ -270,3 +270,34 @@ def test_retained_graph_backward_twice_across_steps():
     loss.backward()
     torch.testing.assert_close(xi.grad, first, rtol=0, atol=0)
     torch.testing.assert_close(first, _grad_of_step(ref, x), rtol=0, atol=0)
+
+
+def test_reused_buffers_give_the_same_training_steps(monkeypatch):
+    """Steps with the reused buffers equal steps that allocate every buffer afresh (ResidualVQ and
+    GroupedResidualVQ, whose groups share one residual buffer)."""
+    import copy
+
+    from rvqfast.quantize import GroupedResidualVQ
+    from rvqfast.quantize.scratch import StepBuffer
+
+    torch.manual_seed(3)
+    models = [_rvq(), GroupedResidualVQ(dim=24, groups=2, num_quantizers=3, codebook_size=16).train()]
+    xs = [torch.randn(2, 30, 24) for _ in range(3)]
+
+    def run(m):
+        out = []
+        for x in xs:
+            xi = x.clone().requires_grad_()
+            q, idx, losses = m(xi)
+            ((q - x).square().mean() + losses.sum()).backward()
+            out.append((q.detach(), idx, xi.grad, m.embed.detach().clone()))
+        return out
+
+    copies = [copy.deepcopy(m) for m in models]
+    reused = [run(m) for m in models]
+    monkeypatch.setattr(StepBuffer, "get", lambda self, shape, like: like.new_empty(shape, dtype=torch.float32))
+    fresh = [run(m) for m in copies]
+    for a, b in zip(reused, fresh):
+        for step_a, step_b in zip(a, b):
+            for ta, tb in zip(step_a, step_b):
+                assert torch.equal(ta, tb)

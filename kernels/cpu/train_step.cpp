@@ -99,8 +99,15 @@ RVQ_INLINE void grad_rows(const float* __restrict res, const float* __restrict g
   float* gamma = dots + (A + 1);
   float* a_c = gamma + (A + 1);
   const int64_t plane = N * D;
+  constexpr int64_t kAhead = 4;  // rows prefetched ahead: the A+1 planes are separate streams
   for (int64_t n = n0; n < n1; ++n) {
     const float* __restrict gr = g + n * D;
+    if (n + kAhead < n1) {
+      for (int64_t j = 0; j <= A; ++j) {
+        const char* p = reinterpret_cast<const char*>(res + j * plane + (n + kAhead) * D);
+        for (int64_t b = 0; b < D * static_cast<int64_t>(sizeof(float)); b += 64) __builtin_prefetch(p + b);
+      }
+    }
     if (rotation) {
       for (int64_t j = 0; j <= A; ++j) {
         const float* __restrict rj = res + j * plane + n * D;

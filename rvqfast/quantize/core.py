@@ -4,8 +4,11 @@ stages whose codebooks sit side by side in the same tensors).
 
 Works on flat rows ``(M, D)``: searches through :mod:`rvqfast.ops` (``rvq_encode`` for the
 all-stages eval path, ``nearest_code`` per stage in training, where k-means init, EMA updates
-and dead-code expiry happen between stages), EMA statistics through ``ops.ema_stats``, and the
-gradients through one autograd node (:mod:`.grad`). The public modules only reshape.
+and dead-code expiry happen between stages), each stage's residual update and EMA statistics
+in one ``residual_update`` op pass on CPU (``ema_stats`` elsewhere), and the gradients through
+one autograd node (:mod:`.grad`, whose Euclidean backward is the ``rvq_stages_grad`` op). The
+training pass's scratch buffers are reused across steps (:mod:`.scratch`). The public modules
+only reshape.
 
 Buffers (our own state_dict layout; :mod:`.compat` converts vector-quantize-pytorch's):
 ``embed`` (S, K, D) codes (an ``nn.Parameter`` when learnable or orthogonally regularised), ``embed_avg``
@@ -414,7 +417,7 @@ class QuantizerCore(nn.Module):
         # are stacked.
         shared = None
         if together and not self.use_cosine_sim and not torch.compiler.is_compiling():
-            shared = rows[0].new_empty(n_active + 1, len(rows), *rows[0].shape, dtype=torch.float32)
+            shared = self._residual_buffer.get((n_active + 1, len(rows), *rows[0].shape), rows[0])
         passes = [self._train_begin(x, n_active, g, updates, None if shared is None else shared[:, i])
                   for i, (x, g) in enumerate(zip(rows, groups))]
         for q in range(n_active):
