@@ -112,17 +112,18 @@ def test_coupling_follows_the_kinematics():
 
 @pytest.mark.parametrize("slot", ["angle:left_knee", "angle:right_elbow", "vertical:torso",
                                   "distance:left_hand-right_hand", "relpos_y:left_knee-right_knee",
-                                  "ground:right_knee"])
+                                  "ground:right_knee", {"ground:right_knee": "on ground"}])
 def test_unrelated_slots_are_invariant_under_the_moves_of_an_edit(slot):
     """Any rotation of the bones the solver may move for ``slot`` leaves every slot outside
     ``edit_coupled_slots`` exactly where it was: the coupling is complete."""
     from rvqfast.data.synthetic import generate_motion
+    request = slot if isinstance(slot, dict) else [slot]
     joints = torch.from_numpy(generate_motion(0, 7).joints[:12]).to(torch.float64)
-    bones = movable_bones([slot])
+    bones = movable_bones(request)
     g = torch.Generator().manual_seed(1)
     rot = 0.6 * torch.randn(joints.shape[0], len(bones), 3, generator=g, dtype=torch.float64)
     moved = apply_rotations(joints, rot, bones)
-    unrelated = [i for i, s in enumerate(POSECODE_SLOTS) if s != slot and s not in edit_coupled_slots([slot])]
+    unrelated = [i for i, s in enumerate(POSECODE_SLOTS) if s not in request and s not in edit_coupled_slots(request)]
     assert unrelated
     assert torch.allclose(slot_values(moved)[:, unrelated], slot_values(joints)[:, unrelated], atol=1e-6)
     assert all(0 <= b < len(BONES) for b in bones)

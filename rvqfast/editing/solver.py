@@ -108,9 +108,9 @@ def edit_coupled_slots(slots) -> list[str]:
     joint the requested slots read or a joint the solver moves for them -- the edited limb
     distal of the rotated bones (bending a knee moves the foot, so the foot's ground,
     distance and position slots follow) -- and, when a ground slot lifts the body, every
-    ground slot (``slots`` as a mapping slot -> label: a joint put on the ground moves both legs,
-    see :func:`movable_bones`); when the upper body turns, every left/right and front/back slot (measured in
-    the body frame). An angle or distance whose joints all move together under the same rotations
+    ground slot; when the upper body turns, every left/right and front/back slot (measured in
+    the body frame). Given as a mapping slot -> label, a request that puts a joint on the
+    ground moves both legs (:func:`movable_bones`), so both legs' slots are coupled. An angle or distance whose joints all move together under the same rotations
     keeps its value (turning the upper body leaves the elbow angle alone) and is not coupled.
     The other slots are *unrelated*: the edit should keep their categories."""
     bones = movable_bones(slots)
