@@ -21,12 +21,23 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def cpu_backend():
+def _int8_gemm_kernels():
+    from rvqfast import _C
+
+    # The hand-written VNNI kernel where this CPU runs it, and always oneDNN's _int_mm.
+    return (["vnni"] if _C.int8_gemm_vnni_supported() else []) + ["onednn"]
+
+
+@pytest.fixture(params=_int8_gemm_kernels() if "cpu" in available_backends() else ["onednn"])
+def cpu_backend(request):
+    from rvqfast import _C
     from rvqfast.backends import cpu
 
     if not cpu.int8_screen_available(64):
         pytest.skip("the int8 GEMM of this build is not exact: certified-int8 runs the bf16 screen")
+    default = _C.int8_gemm_kernel()
+    _C.set_int8_gemm_vnni(request.param == "vnni")
+    assert cpu.int8_gemm_kernel() == request.param
     cpu.set_candidate_cap(0)
     cpu.reset_certified_stats()
     threads = torch.get_num_threads()
@@ -34,6 +45,29 @@ def cpu_backend():
     cpu.set_candidate_cap(0)
     torch.set_num_threads(threads)
     os.environ.pop("RVQFAST_INT8_TILE_ROWS", None)
+    _C.set_int8_gemm_vnni(default == "vnni")
+
+
+# Products at the int8 extremes (the pattern that would expose saturating or int16 pair-wise
+# accumulation), zeros, and odd shapes around the VNNI kernel's 12-row x 32-code micro-tiles.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(m=st.sampled_from([1, 11, 12, 13, 25, 130]), k=st.sampled_from([1, 16, 31, 32, 33, 100]),
+       dp=st.sampled_from([4, 8, 132, 1032]), extreme=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_int8_gemm_is_exact(cpu_backend, m, k, dp, extreme, seed):
+    from rvqfast import _C
+
+    g = torch.Generator().manual_seed(seed)
+    if extreme:
+        a = torch.where(torch.rand(m, dp, generator=g) < 0.5, -127, 127).to(torch.int8)
+        b = torch.where(torch.rand(k, dp, generator=g) < 0.5, -127, 127).to(torch.int8)
+        b[0] = 127
+        a[0] = -127
+    else:
+        a = torch.randint(-127, 128, (m, dp), generator=g, dtype=torch.int8)
+        b = torch.randint(-127, 128, (k, dp), generator=g, dtype=torch.int8)
+    c = _C.int8_gemm(a, b)
+    assert c.dtype == torch.int32 and c.shape == (m, k)
+    assert torch.equal(c.long(), a.long() @ b.long().T)
 
 
 def _rvq_problem(g, n, q, k, d):

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/decode_ema.h"
+#include "cpu/gemm_vnni.h"
 #include "cpu/gemm.h"
 #include "cpu/grouped.h"
 #include "cpu/search.h"
@@ -360,6 +361,33 @@ pybind11::dict certified_stats() {
 
 }  // namespace
 
+// Test hook: a (m, dp) int8 times b (K, dp) int8 transposed, exact int32, through the GEMM the
+// int8 screen uses now (the VNNI kernel packs b as prepare_codebook does).
+at::Tensor int8_gemm(const at::Tensor& a, const at::Tensor& b) {
+  TORCH_CHECK_VALUE(a.dim() == 2 && b.dim() == 2 && a.size(1) == b.size(1),
+                    "int8_gemm: expected a (m, dp) and b (K, dp), got ", a.sizes(), " and ", b.sizes());
+  TORCH_CHECK_VALUE(a.scalar_type() == at::kChar && b.scalar_type() == at::kChar,
+                    "int8_gemm: expected int8 tensors");
+  const int64_t m = a.size(0), K = b.size(0), dp = a.size(1);
+  TORCH_CHECK_VALUE(m > 0 && K > 0 && dp > 0 && dp % 4 == 0 && dp <= rvqfast::cpu::kMaxInt8Dim,
+                    "int8_gemm: expected non-empty inputs and dp a multiple of 4 up to ",
+                    rvqfast::cpu::kMaxInt8Dim, ", got ", a.sizes(), " and ", b.sizes());
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  if (!rvqfast::cpu::int8_gemm_vnni_enabled()) {
+    at::Tensor c = at::empty({m, K}, at::kInt);
+    rvqfast::cpu::gemm_nt_s8(m, K, dp, ac.data_ptr<int8_t>(), bc.data_ptr<int8_t>(), c.data_ptr<int32_t>());
+    return c;
+  }
+  std::vector<int8_t> packed;
+  std::vector<int32_t> bsum;
+  rvqfast::cpu::pack_codes_vnni(bc.data_ptr<int8_t>(), K, dp, packed, bsum);
+  const int64_t ld = rvqfast::cpu::vnni_padded_codes(K);
+  at::Tensor c = at::empty({rvqfast::cpu::vnni_padded_rows(m), ld}, at::kInt);
+  rvqfast::cpu::gemm_s8_vnni(ac.data_ptr<int8_t>(), m, dp, packed.data(), bsum.data(), K,
+                             c.data_ptr<int32_t>(), ld);
+  return c.narrow(0, 0, m).narrow(1, 0, K).contiguous();
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "rvqfast C++ CPU kernels (nearest code, RVQ encode/decode, EMA stats, certified bf16)";
   m.def("nearest_code", &nearest_code, "x (N,D), codebook (K,D), precision -> (indices, sqdist)",
@@ -415,6 +443,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Test/benchmark hook: GEMMs through oneDNN (true) or at::mm (false); returns whether "
         "oneDNN is in use",
         pybind11::arg("allow"));
+  m.def("set_int8_gemm_vnni", &rvqfast::cpu::set_int8_gemm_vnni,
+        "Test/benchmark hook: the int8 screen's GEMM through the hand-written AVX512-VNNI kernel "
+        "(true, default where supported) or oneDNN (false); returns whether the kernel is in use",
+        pybind11::arg("allow"));
+  m.def("int8_gemm_vnni_supported", &rvqfast::cpu::int8_gemm_vnni_supported);
+  m.def("int8_gemm", &int8_gemm, "Test hook: exact int32 a @ b.T of int8 (m, dp) and (K, dp)",
+        pybind11::arg("a"), pybind11::arg("b"));
+  m.def("int8_gemm_kernel", []() {
+    return std::string(rvqfast::cpu::int8_gemm_vnni_enabled() ? "vnni" : "onednn");
+  });
   m.def("simd_level", []() { return std::string(rvqfast::cpu::simd_level()); });
   m.def("set_simd_avx512", &rvqfast::cpu::set_simd_avx512,
         "Test hook: allow/forbid the AVX-512 kernels; returns whether AVX-512 is in use",

@@ -41,6 +41,8 @@ struct PreparedCodebook {
   int64_t dp = 0;                 // int8_stride(D)
   std::vector<int8_t> cc_i8;      // K x dp: per-code symmetric int8 quantization of codes - mu
   std::vector<float> cs;          // K: the codes' quantization scales
+  std::vector<int8_t> cc_vnni;    // cc_i8 packed for gemm_s8_vnni (empty where unsupported)
+  std::vector<int32_t> bsum_vnni; // its compensation per code
   std::vector<float> cn_screen;   // K: cn, or +inf for a duplicate of a lower-indexed code (its
                                   // distance equals its canonical copy's: screening it only adds
                                   // tied candidates)

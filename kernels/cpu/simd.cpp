@@ -402,41 +402,52 @@ RVQ_AVX512 inline int64_t screen_select_avx512_generic(const Load& load, const f
                                                        int64_t n, int32_t* idx, float* lov,
                                                        float* m_out) {
   const ScreenVecs v(row);
-  __m512 vmin = _mm512_set1_ps(kInf);
+  __m512 vmin0 = _mm512_set1_ps(kInf), vmin1 = _mm512_set1_ps(kInf);
   __mmask16 nan = 0;
-  __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i step = _mm512_set1_epi32(16);
-  int64_t cnt = 0;
-  for (int64_t k = 0; k < n; k += 16) {
+  int64_t k = 0;
+  for (; k + 32 <= n; k += 32) {
+    __m512 e0, e1;
+    const __m512 s0 = screen_score16(load(k, 0xFFFF), cn + k, p + k, q + k, w + k, v, 0xFFFF, e0);
+    const __m512 s1 = screen_score16(load(k + 16, 0xFFFF), cn + k + 16, p + k + 16, q + k + 16,
+                                     w + k + 16, v, 0xFFFF, e1);
+    const __m512 t0 = _mm512_add_ps(s0, e0), t1 = _mm512_add_ps(s1, e1);
+    _mm512_storeu_ps(lov + k, _mm512_sub_ps(s0, e0));
+    _mm512_storeu_ps(lov + k + 16, _mm512_sub_ps(s1, e1));
+    nan |= _mm512_cmp_ps_mask(t0, t1, _CMP_UNORD_Q);
+    vmin0 = _mm512_min_ps(vmin0, t0);
+    vmin1 = _mm512_min_ps(vmin1, t1);
+  }
+  for (; k < n; k += 16) {
     const __mmask16 m = tail_mask(n - k);
     __m512 e;
     const __m512 s = screen_score16(load(k, m), cn + k, p + k, q + k, w + k, v, m, e);
-    const __m512 t = _mm512_add_ps(s, e), lo = _mm512_sub_ps(s, e);
+    const __m512 t = _mm512_add_ps(s, e);
+    _mm512_mask_storeu_ps(lov + k, m, _mm512_sub_ps(s, e));
     nan |= _mm512_mask_cmp_ps_mask(m, t, t, _CMP_UNORD_Q);
-    vmin = _mm512_mask_min_ps(vmin, m, vmin, t);
-    // Horizontal minimum of vmin, broadcast to all lanes.
-    __m512 thr = _mm512_min_ps(vmin, _mm512_shuffle_f32x4(vmin, vmin, _MM_SHUFFLE(1, 0, 3, 2)));
-    thr = _mm512_min_ps(thr, _mm512_shuffle_f32x4(thr, thr, _MM_SHUFFLE(2, 3, 0, 1)));
-    thr = _mm512_min_ps(thr, _mm512_permute_ps(thr, _MM_SHUFFLE(1, 0, 3, 2)));
-    thr = _mm512_min_ps(thr, _mm512_permute_ps(thr, _MM_SHUFFLE(2, 3, 0, 1)));
-    // NGT_UQ: "not greater", true when unordered, so a NaN never drops a code.
-    const __mmask16 keep = _mm512_mask_cmp_ps_mask(m, lo, thr, _CMP_NGT_UQ);
-    _mm512_storeu_si512(idx + cnt, _mm512_maskz_compress_epi32(keep, cur));
-    _mm512_storeu_ps(lov + cnt, _mm512_maskz_compress_ps(keep, lo));
-    cnt += __builtin_popcount(static_cast<unsigned>(keep));
-    cur = _mm512_add_epi32(cur, step);
+    vmin0 = _mm512_mask_min_ps(vmin0, m, vmin0, t);
   }
-  float mv = _mm512_reduce_min_ps(vmin);
+  float mv = _mm512_reduce_min_ps(_mm512_min_ps(vmin0, vmin1));
   if (nan) mv = std::numeric_limits<float>::quiet_NaN();
   *m_out = mv;
-  if (nan) return cnt;  // the caller treats a NaN minimum as a failed screen
-  int64_t kept = 0;
-  for (int64_t j = 0; j < cnt; ++j) {
-    idx[kept] = idx[j];
-    lov[kept] = lov[j];
-    kept += !(lov[j] > mv);
+  // Second pass over the stored lower bounds: few blocks keep anything. NGT_UQ ("not greater",
+  // true when unordered) never drops a code on a NaN.
+  const __m512 thr = _mm512_set1_ps(mv);
+  __m512i cur = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  int64_t cnt = 0;
+  for (k = 0; k < n; k += 16) {
+    const __mmask16 m = tail_mask(n - k);
+    const __m512 lo = _mm512_maskz_loadu_ps(m, lov + k);
+    const __mmask16 keep = _mm512_mask_cmp_ps_mask(m, lo, thr, _CMP_NGT_UQ);
+    if (keep) {
+      // In place: the write position never passes the block just read.
+      _mm512_storeu_si512(idx + cnt, _mm512_maskz_compress_epi32(keep, cur));
+      _mm512_storeu_ps(lov + cnt, _mm512_maskz_compress_ps(keep, lo));
+      cnt += __builtin_popcount(static_cast<unsigned>(keep));
+    }
+    cur = _mm512_add_epi32(cur, step);
   }
-  return kept;
+  return cnt;
 }
 
 RVQ_AVX512 int64_t screen_select_bf16_avx512(const uint16_t* dot, const float* cn, const float* p,

@@ -22,6 +22,7 @@ __all__ = [
     "reset_certified_stats",
     "set_candidate_cap",
     "simd_level",
+    "int8_gemm_kernel",
     "choose_certified",
     "int8_screen_available",
     "clear_codebook_cache",
@@ -173,3 +174,10 @@ def clear_codebook_cache() -> None:
 def simd_level() -> str:
     """``"avx512"`` or ``"scalar"``: which vector kernels this CPU runs."""
     return _C.simd_level()
+
+
+def int8_gemm_kernel() -> str:
+    """Which GEMM the certified int8 screen uses: ``"vnni"`` (rvqfast's AVX512-VNNI kernel on a
+    codebook packed once, chosen on CPUs with AVX512-VNNI and without AMX) or ``"onednn"``
+    (ATen's ``_int_mm``; also forced by ``RVQFAST_INT8_GEMM=onednn``)."""
+    return _C.int8_gemm_kernel()
