@@ -154,14 +154,17 @@ def test_precision_resolution_picks_a_screen_from_the_crossovers():
     from rvqfast.ops import resolve_precision
 
     dev = torch.device("cpu")
-    for d in (1, 64, cpu.AUTO_MIN_DIM, cpu.INT8_MIN_DIM, 4096):
+    auto_min, int8_min = cpu.crossovers()
+    assert (auto_min, int8_min) == ((cpu.VNNI_AUTO_MIN_DIM, cpu.VNNI_INT8_MIN_DIM)
+                                    if cpu.int8_gemm_kernel() == "vnni" else (cpu.AUTO_MIN_DIM, cpu.INT8_MIN_DIM))
+    for d in (1, 16, 64, auto_min, int8_min, 4096):
         chosen = resolve_precision("certified", "cpu", dev, d, 512)
         assert chosen == cpu.choose_certified(d, 512)
         assert chosen in ("certified-int8", "certified-bf16")
         if chosen == "certified-int8":
-            assert d >= cpu.INT8_MIN_DIM and cpu.int8_screen_available(d)
+            assert d >= int8_min and cpu.int8_screen_available(d)
         auto = resolve_precision("auto", "cpu", dev, d, 512)
-        assert auto == ("exact" if d < cpu.AUTO_MIN_DIM else cpu.choose_certified(d, 512, for_auto=True))
+        assert auto == ("exact" if d < auto_min else cpu.choose_certified(d, 512, for_auto=True))
     # explicit screens stay as asked on the CPU; backends with one certified mode run it
     assert resolve_precision("certified-int8", "cpu", dev, 8, 4) == "certified-int8"
     assert resolve_precision("certified-int8", "reference", dev, 8, 4) == "certified"

@@ -6,8 +6,8 @@ records that and ``backend="auto"`` falls back to the reference with one warning
 Precisions: ``"exact"`` (fp32 GEMM tiles + fused arg-min); the certified modes, which screen all
 distances in low precision with a rigorous error bound and re-rank the surviving candidates
 exactly, so they return the exact answer (docs/certified.md): ``"certified-bf16"`` (bf16 GEMM),
-``"certified-int8"`` (per-row symmetric int8 quantization, exact int32 GEMM through oneDNN:
-VNNI / AMX where present) and ``"certified"`` (whichever of the two :func:`choose_certified`
+``"certified-int8"`` (per-row symmetric int8 quantization, exact int32 GEMM: rvqfast's
+AVX512-VNNI kernel on CPUs without AMX, oneDNN otherwise) and ``"certified"`` (whichever of the two :func:`choose_certified`
 measures faster for the shape and CPU); and ``"bf16"`` (screening only: approximate, fastest).
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "set_candidate_cap",
     "simd_level",
     "int8_gemm_kernel",
+    "crossovers",
     "choose_certified",
     "int8_screen_available",
     "clear_codebook_cache",
@@ -34,11 +35,23 @@ nearest_code, rvq_encode, rvq_decode, ema_stats = register_extension(
 
 # Crossovers measured on an AMD EPYC (Zen 4, 2 cores, AVX512-BF16 + AVX512-VNNI, no AMX), N=3136,
 # Q=6, in thread CPU time of single-threaded runs (wall time on the shared machine was too noisy):
-# see docs/certified.md "Choosing the screen". Below AUTO_MIN_DIM "auto" stays exact (at D=32 the
-# screens only tie with it). From INT8_MIN_DIM on the int8 screen beats bf16 despite its looser
-# bound (at D=64 they tie; K=512: D=128 18.1 vs 21.8 ms, D=512 47.8 vs 64.7 ms).
+# see docs/certified.md "Choosing the screen".
+# With oneDNN's int8 GEMM (ATen _int_mm; CPUs with AMX, or RVQFAST_INT8_GEMM=onednn): below
+# AUTO_MIN_DIM "auto" stays exact (at D=32 the screens only tie with it); from INT8_MIN_DIM on the
+# int8 screen beats bf16 despite its looser bound (at D=64 they tie).
 AUTO_MIN_DIM = 64
 INT8_MIN_DIM = 128
+# With rvqfast's VNNI kernel (int8_gemm_kernel() == "vnni") the int8 screen beats bf16 and exact
+# from D=32 on (K=512: D=32 7.7 ms vs bf16 8.3 and exact 8.8; D=64 9.8 vs 11.6 and 15.1).
+VNNI_AUTO_MIN_DIM = 32
+VNNI_INT8_MIN_DIM = 32
+
+
+def crossovers() -> tuple[int, int]:
+    """``(auto_min_dim, int8_min_dim)`` for the int8 GEMM in use (:func:`int8_gemm_kernel`)."""
+    if _C.int8_gemm_kernel() == "vnni":
+        return VNNI_AUTO_MIN_DIM, VNNI_INT8_MIN_DIM
+    return AUTO_MIN_DIM, INT8_MIN_DIM
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,14 +86,16 @@ def choose_certified(dim: int | None, num_codes: int | None = None, for_auto: bo
     """The certified screen to use for vectors of ``dim`` against ``num_codes`` codes.
 
     Returns ``"certified-int8"`` where the CPU has int8 dot-product instructions (VNNI / AMX) and
-    ``dim >= INT8_MIN_DIM``, else ``"certified-bf16"``. With ``for_auto`` (``precision="auto"``)
-    it returns ``"exact"`` below ``AUTO_MIN_DIM`` or without bf16 / int8 dot-product units, where
-    no screen is faster than the exact search. ``num_codes`` is accepted for future crossovers;
-    the measured ones depend on ``dim`` only (docs/certified.md).
+    ``dim`` reaches the int8 crossover of :func:`crossovers`, else ``"certified-bf16"``. With
+    ``for_auto`` (``precision="auto"``) it returns ``"exact"`` below the auto crossover or
+    without bf16 / int8 dot-product units, where no screen is faster than the exact search.
+    ``num_codes`` is accepted for future crossovers; the measured ones depend on ``dim`` only
+    (docs/certified.md).
     """
     d = 1 << 30 if dim is None else int(dim)
-    int8 = _has_int8_dot() and d >= INT8_MIN_DIM and int8_screen_available(min(d, 32768))
-    if for_auto and (d < AUTO_MIN_DIM or not (int8 or _has_bf16_dot())):
+    auto_min, int8_min = crossovers()
+    int8 = _has_int8_dot() and d >= int8_min and int8_screen_available(min(d, 32768))
+    if for_auto and (d < auto_min or not (int8 or _has_bf16_dot())):
         return "exact"
     return "certified-int8" if int8 else "certified-bf16"
 
