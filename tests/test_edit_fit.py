@@ -88,6 +88,27 @@ def test_fit_never_scores_worse_than_its_start_and_keeps_untouched_tokens(unmask
         assert r.indices.min() >= 0 and r.indices.max() < 32
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_hard_score_ignores_the_pull_towards_the_solved_joints():
+    """The score that picks iterates and codes judges slots, bones and feet, not closeness to the
+    solved pose (that pull only steers the gradient): the starting score must not change with the
+    joints weight, and must change with a judged term's weight."""
+    from rvqfast.editing.fit import FitWeights
+
+    tok = _tiny_tokenizer(codebook_size=32)
+    motions = [_motion(3, 40)]
+    request = {"angle:left_elbow": "bent 90-100 deg"}
+    results = _fit_inputs(tok, motions, request)
+    args = fit_arguments(tok, results, [torch.from_numpy(motions[0])[None]], request)
+
+    def start_score(**weights):
+        return fit_residual(tok, *args, iters=0, return_scores=True, loss_weights=FitWeights(**weights))[1]
+
+    base = start_score()
+    assert torch.equal(start_score(joints=1e6), base)
+    assert not torch.equal(start_score(bones=1e9), base)
+
+
 def test_fit_with_fewer_stages_marks_the_rest_skipped():
     tok = _tiny_tokenizer()
     res = edit_many(tok, [_motion(3, 40)], {"vertical:right_forearm": "horizontal"}, residual="fit",
