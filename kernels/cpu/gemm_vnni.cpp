@@ -1,9 +1,10 @@
 // Hand-written int8 GEMM for the certified int8 screen on AVX512-VNNI CPUs without AMX.
 //
-// Why not oneDNN (ATen's _int_mm): measured on AMD EPYC Zen 4 (1 thread, 128 x 512 x 512 tiles,
-// the tiled search's shape), _int_mm reaches 382 GOP/s and this kernel 452 GOP/s, the CPU's
-// vpdpbusd peak at its clock. The difference is per-call work oneDNN cannot skip: the codebook
-// (the B operand) is re-packed on every call, while here it is packed once per prepared codebook.
+// Why not oneDNN (ATen's _int_mm): measured on AMD EPYC Zen 4 (1 thread, the tiled search's
+// 128 x 512 x 512 tiles), _int_mm reaches 382 GOP/s (406 on one whole-matrix call) and this
+// kernel 452 GOP/s on 120-row tiles, about the CPU's vpdpbusd peak at its clock. _int_mm takes
+// plain tensors, so whatever layout oneDNN wants is produced inside each of the 588 calls of an
+// N = 12544, Q = 6 encode; here the codebook (the B operand) is packed once, when it is prepared.
 // Why inline assembly: GCC 12 keeps an array of 24 __m512i accumulators partly on the stack and
 // adds a register copy around every vpdpbusd (measured 220 GOP/s with intrinsics).
 //
