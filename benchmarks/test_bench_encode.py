@@ -44,8 +44,8 @@ CONTENDERS = {
     "vqp": _peers.vqp,
     "faiss": _peers.faiss_flat,
     # The default path users get: precision="auto" picks a certified screen (same indices as
-    # exact, proven): int8 on VNNI / AMX CPUs for D >= 128, else bf16 on bf16-capable CPUs for
-    # D >= 64 (rvqfast.backends.cpu.choose_certified).
+    # exact, proven): int8 on VNNI / AMX CPUs above the measured crossover, else bf16 on
+    # bf16-capable CPUs (rvqfast.backends.cpu.choose_certified / crossovers).
     "rvqfast_auto": lambda x, cbs: _rvqfast(x, cbs, "auto"),
     "rvqfast_certified_bf16": lambda x, cbs: _rvqfast(x, cbs, "certified-bf16"),
     "rvqfast_certified_int8": lambda x, cbs: _rvqfast(x, cbs, "certified-int8"),
