@@ -85,6 +85,14 @@ def _cases():
             yield pytest.param(kind, n, k, d, who, id=f"{kind}-N{n}-K{k}-D{d}-{who}")
 
 
+def _rounds(n, k, d):
+    """Best-of rounds per row. The issue's target shape gets 5: with 3, two rows running the same
+    code (`certified` and `certified-int8` at D=512) differed by up to 8% on the shared VM."""
+    if n * k * d > 3136 * 4096 * 512:
+        return 1
+    return 5 if (n, k, d) == (12544, 512, 512) else 3
+
+
 @pytest.mark.parametrize("kind,n,k,d,who", list(_cases()))
 def test_certified_grid(benchmark, kind, n, k, d, who):
     from rvqfast.backends import cpu
@@ -112,7 +120,7 @@ def test_certified_grid(benchmark, kind, n, k, d, who):
         if diff.any():  # only rows off the exact path need the (expensive) brute-force check
             _peers.check_stagewise(x[diff], cbs, idx[diff], rtol=1e-3 if who in ("vqp", "faiss") else 1e-4)
     benchmark.group = f"certified {kind} N={n} Q={Q} K={k} D={d}"
-    benchmark.pedantic(run, rounds=1 if n * k * d > 3136 * 4096 * 512 else 3, iterations=1)
+    benchmark.pedantic(run, rounds=_rounds(n, k, d), iterations=1)
     if benchmark.stats is None:  # --benchmark-disable
         return
     sec = benchmark.stats.stats.min
