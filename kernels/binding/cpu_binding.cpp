@@ -26,8 +26,13 @@ namespace {
 
 using rvqfast::cpu::Precision;
 
+// The hand-written VNNI GEMM is exact by construction (vpdpbusd accumulates u8 x s8 products in
+// int32 without saturation; tests/test_certified_tiled.py checks it against int64 products), so
+// only oneDNN's GEMM needs the start-up probe: a CPU whose _int_mm failed it keeps the int8
+// screen when the VNNI kernel runs.
 bool int8_screen_ok(int64_t D) {
-  return D <= rvqfast::cpu::kMaxInt8Dim && rvqfast::cpu::int8_gemm_exact();
+  return D <= rvqfast::cpu::kMaxInt8Dim &&
+         (rvqfast::cpu::int8_gemm_vnni_enabled() || rvqfast::cpu::int8_gemm_exact());
 }
 
 // "certified" is the bf16 screen here; rvqfast.ops resolves it to the faster screen for the shape

@@ -75,8 +75,9 @@ def _has_bf16_dot() -> bool:
 def int8_screen_available(dim: int) -> bool:
     """Whether ``"certified-int8"`` really screens in int8 for vectors of ``dim``.
 
-    It needs an int8 GEMM that returned exact int32 sums on a saturation probe (checked once) and
-    ``dim <= 32768`` (int32 sums must not wrap). Otherwise ``"certified-int8"`` runs the bf16
+    It needs an exact int8 GEMM -- the hand-written VNNI kernel where it runs
+    (:func:`int8_gemm_kernel`), else oneDNN's if it returned exact int32 sums on a saturation probe
+    (checked once) -- and ``dim <= 32768`` (int32 sums must not wrap). Otherwise ``"certified-int8"`` runs the bf16
     screen, with the same exact answers.
     """
     return bool(_C.int8_screen_ok(int(dim)))
