@@ -11,7 +11,7 @@ import torch
 
 from rvqfast.edit import UnreachableEditError, UnreachableEditWarning, edit, main, parse_frames, parse_set
 from rvqfast.editing.apply import blend_weights
-from rvqfast.editing.metrics import bone_lengths
+from rvqfast.motion.skeleton import frame_bone_lengths as bone_lengths
 from rvqfast.editing.solver import edit_coupled_slots, solve
 from rvqfast.motion.features import features_to_joints, joints_to_features
 from rvqfast.motion.posecodes import POSECODE_SLOTS, category_index, posecode_indices, slot_values

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from rvqfast.motion.features import FOOT_CONTACT, RIC, ROOT_Y, features_to_joints, joints_to_features
 from rvqfast.motion.posecodes import NUM_SLOTS, POSECODE_SLOTS, category_index, posecode_indices
-from rvqfast.motion.skeleton import NUM_JOINTS
+from rvqfast.motion.skeleton import NUM_JOINTS, frame_bone_lengths
 
 from .requests import (
     FRAMES_PER_TOKEN, UnreachableEditWarning, check_reachable, parse_frames, parse_set,
@@ -328,7 +328,6 @@ def _fit(tok, results: list[EditResult], inputs: list[Tensor], requested: dict[s
 def fit_arguments(tok, results: list[EditResult], inputs: list[Tensor], requested: dict[str, str]) -> tuple:
     """The padded batch :func:`rvqfast.editing.fit.fit_residual` takes, from edit results
     (their ``original_indices`` are the starting residual) and the input features."""
-    from .fit import bone_lengths_of
 
     dev = tok.mean.device
     b = len(results)
@@ -359,7 +358,7 @@ def fit_arguments(tok, results: list[EditResult], inputs: list[Tensor], requeste
         jt = features_to_joints(torch.from_numpy(np.asarray(r.target, np.float32)))
         jr = features_to_joints(torch.from_numpy(r.reconstruction))
         target[i, :ti], recon[i, :ti] = jt, jr
-        bones[i] = bone_lengths_of(features_to_joints(x[0].cpu().float())).median(0).values
+        bones[i] = frame_bone_lengths(features_to_joints(x[0].cpu().float())).median(0).values
         g = posecode_indices(jr)
         g[:, coupled] = posecode_indices(jt)[:, coupled]
         g[:, req] = tgt_cat

@@ -52,12 +52,10 @@ from rvqfast import ops
 from rvqfast.models.conv import MotionDecoder, ResBlock1d
 from rvqfast.motion.features import features_to_joints
 from rvqfast.motion.posecodes import SLOT_SCALES, bin_violation, slot_values, values_to_indices
-from rvqfast.motion.skeleton import PARENTS
+from rvqfast.motion.skeleton import frame_bone_lengths
 
 FEET = (7, 8, 10, 11)          # ankles and toes
 CONTACT_HEIGHT_M = 0.05
-_CHILD = torch.arange(1, len(PARENTS))
-_PARENT = torch.tensor(PARENTS[1:])
 
 
 @dataclass(frozen=True)
@@ -89,11 +87,6 @@ class CodeSearch:
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in ("sweeps", "radius") else 1):
                 raise ValueError(f"CodeSearch.{name}: expected an integer >= "
                                  f"{0 if name in ('sweeps', 'radius') else 1}, got {v!r}")
-
-
-def bone_lengths_of(joints: Tensor) -> Tensor:
-    """(..., 21) lengths of the bones joint -> parent of joints (..., 22, 3)."""
-    return (joints[..., _CHILD, :] - joints[..., _PARENT, :]).norm(dim=-1)
 
 
 _MASKABLE = (nn.Conv1d, nn.ReLU, nn.Upsample, nn.Sequential, nn.Identity, ResBlock1d, MotionDecoder)
@@ -205,7 +198,7 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
         dv = ((v - v_target) / unit)[..., unrelated]
         f_val = (dv * dv).sum(-1)
         f_joint = ((joints - target_joints) ** 2).sum(-1).mean(-1)
-        f_bone = ((bone_lengths_of(joints) - reference_bones.unsqueeze(1)) ** 2).mean(-1)
+        f_bone = ((frame_bone_lengths(joints) - reference_bones.unsqueeze(1)) ** 2).mean(-1)
         step = joints[:, 1:, FEET][..., [0, 2]] - joints[:, :-1, FEET][..., [0, 2]]
         f_skate = torch.nn.functional.pad(((step * step).sum(-1) * planted).sum(-1), (1, 0)) / n_planted[:, None]
         judged = (lw.requested * f_req + lw.skating * f_skate
@@ -314,4 +307,4 @@ def _search_codes(tok, evaluate, current: Tensor, best_score: Tensor, target: Te
     return best, best_score
 
 
-__all__ = ["CodeSearch", "FitWeights", "bone_lengths_of", "fit_residual"]
+__all__ = ["CodeSearch", "FitWeights", "fit_residual"]

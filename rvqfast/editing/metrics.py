@@ -20,7 +20,7 @@ import torch
 
 from rvqfast.motion.features import features_to_joints
 from rvqfast.motion.posecodes import POSECODE_SLOTS, category_index, coupled_slots, posecode_indices
-from rvqfast.motion.skeleton import FPS, PARENTS
+from rvqfast.motion.skeleton import FPS, frame_bone_lengths
 
 from .solver import edit_coupled_slots
 
@@ -38,17 +38,10 @@ def _codes(joints: np.ndarray) -> np.ndarray:
     return posecode_indices(joints)
 
 
-def bone_lengths(joints: np.ndarray) -> np.ndarray:
-    """(T, 21) lengths of the bones joint -> parent."""
-    child = np.arange(1, len(PARENTS))
-    par = np.array(PARENTS[1:])
-    return np.linalg.norm(joints[:, child] - joints[:, par], axis=-1)
-
-
 def bone_length_error_mm(joints: np.ndarray, reference: np.ndarray) -> float:
     """Mean |bone length - the reference motion's median length| in mm."""
-    ref = np.median(bone_lengths(reference), axis=0)
-    return float(np.abs(bone_lengths(joints) - ref).mean() * 1000.0)
+    ref = np.median(frame_bone_lengths(reference), axis=0)
+    return float(np.abs(frame_bone_lengths(joints) - ref).mean() * 1000.0)
 
 
 def foot_skating_cm_s(joints: np.ndarray) -> float:
@@ -133,5 +126,5 @@ def edit_metrics(res, input_features: np.ndarray) -> dict:
     return out
 
 
-__all__ = ["accel_at", "bone_length_error_mm", "bone_lengths", "border_frames", "edit_metrics",
+__all__ = ["accel_at", "bone_length_error_mm", "border_frames", "edit_metrics",
            "foot_skating_cm_s", "jerk_m_s3"]

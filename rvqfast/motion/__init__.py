@@ -8,12 +8,12 @@ from .posecodes import (
     extract_posecodes, indices_to_multihot, posecode_indices,
 )
 from .retarget import bone_lengths, retarget
-from .skeleton import FEATURE_DIM, FPS, JOINT_NAMES, KINEMATIC_CHAIN, NUM_JOINTS, PARENTS
+from .skeleton import FEATURE_DIM, FPS, JOINT_NAMES, KINEMATIC_CHAIN, NUM_JOINTS, PARENTS, frame_bone_lengths
 
 __all__ = [
     "FEATURE_DIM", "FPS", "JOINT_NAMES", "KINEMATIC_CHAIN", "NUM_JOINTS", "PARENTS",
     "ROOT_ROT_VEL", "ROOT_LIN_VEL", "ROOT_Y", "RIC", "ROT6D", "LOCAL_VEL", "FOOT_CONTACT",
-    "local_positions_slice", "canonicalize", "retarget", "bone_lengths", "joints_to_features", "features_to_joints",
+    "local_positions_slice", "canonicalize", "retarget", "bone_lengths", "frame_bone_lengths", "joints_to_features", "features_to_joints",
     "POSECODE_SLOTS", "POSECODE_CATEGORIES", "SLOT_SIZES", "SLOT_OFFSETS", "category_index",
     "describe", "extract_posecodes", "indices_to_multihot", "posecode_indices",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .features import canonicalize
-from .skeleton import NUM_JOINTS, PARENTS, REST_OFFSETS, check_joints
+from .skeleton import NUM_JOINTS, PARENTS, REST_OFFSETS, check_joints, frame_bone_lengths
 
 # Bones whose lengths make up a leg (hip -> knee -> ankle), both sides.
 _LEG_BONES = ((4, 7), (5, 8))  # (knee, ankle) children: bone = joint - parent
@@ -35,11 +35,8 @@ REFERENCE_LEG_LENGTH: float = _leg_length(REFERENCE_BONE_LENGTHS)
 def bone_lengths(joints: np.ndarray) -> np.ndarray:
     """Per-joint length (22,) of the bone parent -> joint (median over frames; 0 for the root).
     The median keeps one bad mocap frame from deciding a subject's proportions."""
-    pos = check_joints(joints)
     out = np.zeros(NUM_JOINTS)
-    for j, p in enumerate(PARENTS):
-        if p >= 0:
-            out[j] = float(np.median(np.linalg.norm(pos[:, j] - pos[:, p], axis=-1)))
+    out[1:] = np.median(frame_bone_lengths(check_joints(joints)), axis=0)
     return out
 
 

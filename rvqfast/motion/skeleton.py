@@ -76,6 +76,20 @@ FIRST_CHILD[0] = 3
 FIRST_CHILD[9] = 12
 
 
+_BONE_PARENTS: list[int] = PARENTS[1:]
+
+
+def frame_bone_lengths(joints):
+    """(..., T, 21) length of every bone joint -> parent in every frame of joints (..., T, 22, 3).
+
+    Takes a numpy array or a torch tensor and returns the same kind (differentiable for torch),
+    so training losses, the edit fit and the metrics measure bones one way.
+    """
+    d = joints[..., 1:, :] - joints[..., _BONE_PARENTS, :]
+    # torch's norm has a zero (not NaN) gradient at a zero-length bone
+    return np.linalg.norm(d, axis=-1) if isinstance(d, np.ndarray) else d.norm(dim=-1)
+
+
 def rest_pose() -> np.ndarray:
     """Return the (22, 3) rest-pose joint positions (feet on the floor, facing +Z)."""
     pos = np.zeros((NUM_JOINTS, 3))

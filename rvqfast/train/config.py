@@ -44,6 +44,9 @@ class TrainConfig:
     gif: bool = True
     # Weight of the soft pose-code consistency loss on the decoded joints (rvqfast.train.losses).
     posecode_loss_weight: float = 0.0
+    # Weight of the bone-length loss on the decoded joints, metres (rvqfast.train.losses); pose-code
+    # models only, like the consistency loss: it is there for edits, and on `rvq` it cost FID.
+    bone_loss_weight: float = 0.0
     # Limb-spliced motions added to the training set, as a share of its motions (rvqfast.train.splice).
     splice_fraction: float = 0.0
     # Augmented copies added to the training pool (rvqfast.train.augment): a comma-separated
@@ -87,6 +90,9 @@ class TrainConfig:
         if not (isinstance(self.posecode_loss_weight, (int, float)) and math.isfinite(self.posecode_loss_weight)
                 and self.posecode_loss_weight >= 0):
             raise ValueError(f"posecode_loss_weight: expected a finite number >= 0, got {self.posecode_loss_weight!r}")
+        if not (isinstance(self.bone_loss_weight, (int, float)) and math.isfinite(self.bone_loss_weight)
+                and self.bone_loss_weight >= 0):
+            raise ValueError(f"bone_loss_weight: expected a finite number >= 0, got {self.bone_loss_weight!r}")
         if not (isinstance(self.splice_fraction, (int, float)) and 0 <= self.splice_fraction <= 4):
             raise ValueError(f"splice_fraction: expected a number in [0, 4], got {self.splice_fraction!r}")
         from .augment import parse_augment

@@ -31,7 +31,7 @@ from .checkpoint import (
     CheckpointError, atomic_write_json, list_checkpoints, load_checkpoint, save_checkpoint,
 )
 from .config import TrainConfig
-from .losses import posecode_consistency_loss
+from .losses import bone_length_loss, posecode_consistency_loss
 
 # Settings that may change when resuming; everything else must match the checkpoint.
 RESUMABLE_KEYS = {"steps", "val_every", "ckpt_every", "log_every", "num_threads", "device", "gif", "data",
@@ -380,6 +380,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             if cfg.posecode_loss_weight > 0 and cfg.tokenizer.uses_posecodes:
                 res["posecode"] = posecode_consistency_loss(model, x, res["output"])
                 loss = loss + cfg.posecode_loss_weight * res["posecode"]
+            if cfg.bone_loss_weight > 0 and cfg.tokenizer.uses_posecodes:
+                res["bone"] = bone_length_loss(model, x, res["output"])
+                loss = loss + cfg.bone_loss_weight * res["bone"]
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingError(f"loss became {loss_value} at step {step} (run {out}, --data {cfg.data}); "
@@ -399,8 +402,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 rec = {"step": step, "loss": loss_value, "recon": float(res["recon"].detach()), "joint": float(res["joint"].detach()),
                        "commit": float(res["commit"].detach()), "lr": cfg.lr_at(step - 1), "usage": usage,
                        "perplexity": ppl, "it_s": its, "time": now - t0}
-                if "posecode" in res:
-                    rec["posecode"] = float(res["posecode"].detach())
+                for k in ("posecode", "bone"):
+                    if k in res:
+                        rec[k] = float(res[k].detach())
                 logger.write(rec)
                 if bar is not None:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", recon=f"{rec['recon']:.4f}",
