@@ -12,7 +12,9 @@ from rvqfast.edit import edit, edit_many  # noqa: E402
 from rvqfast.editing.bank import bank_from_features, complete_codes, bank_tensors, request_vector  # noqa: E402
 from rvqfast.export.allowlist import check_graph  # noqa: E402
 from rvqfast.export.exporter import export_tokenizer  # noqa: E402
-from rvqfast.motion.features import joints_to_features  # noqa: E402
+from rvqfast.motion.features import features_to_joints, joints_to_features  # noqa: E402
+from rvqfast.motion.retarget import REFERENCE_BONE_LENGTHS  # noqa: E402
+from rvqfast.motion.skeleton import frame_bone_lengths  # noqa: E402
 from rvqfast.motion.posecodes import POSECODE_SLOTS, coupled_slots  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,6 +39,8 @@ def exported(tmp_path_factory):
                                           codebook_size=8, dilations=(1,), kmeans_init=False)).eval()
     motions = _motions(6)
     tok.posecode_bank = bank_from_features(motions)
+    # as a model trained on the generated data: decoded onto their (canonical) skeleton
+    tok.set_skeleton(torch.as_tensor(REFERENCE_BONE_LENGTHS[1:]))
     out = tmp_path_factory.mktemp("edit_export")
     manifest = export_tokenizer(tok, out)
     return tok, out, manifest, motions
@@ -54,6 +58,8 @@ def test_python_edit_decodes_identically_in_decoder_onnx(exported):
     got = dec.run(None, {"categories": res.categories[None].astype(np.int64),
                          "indices": res.indices[None].astype(np.int64)})[0]
     np.testing.assert_allclose(got[0], res.features, atol=2e-4, rtol=1e-4)
+    bones = frame_bone_lengths(features_to_joints(res.features.astype(np.float64)))
+    np.testing.assert_allclose(bones, np.broadcast_to(REFERENCE_BONE_LENGTHS[1:], bones.shape), atol=1e-5)
 
 
 def test_edit_onnx_matches_reference_and_meets_requests(exported):

@@ -24,6 +24,7 @@ from rvqfast.export.exporter import export_graph, export_run, export_tokenizer  
 from rvqfast.export.runtime import OnnxMotionTokenizer, make_session  # noqa: E402
 from rvqfast.export.transforms import round_module_fp16  # noqa: E402
 from rvqfast.models.tokenizer import MotionTokenizer, TokenizerConfig  # noqa: E402
+from rvqfast.motion.retarget import REFERENCE_BONE_LENGTHS  # noqa: E402
 
 from oracle import sqdist64  # noqa: E402
 
@@ -202,9 +203,20 @@ def _features(b: int, t: int, seed: int = 0) -> torch.Tensor:
 @pytest.fixture(scope="module", params=["posecode_rvq", "posecode", "rvq"])
 def exported(request, tmp_path_factory):
     tok = _tokenizer(request.param)
+    if request.param != "posecode":  # decoder.onnx must set the bone lengths as decode() does
+        tok.set_skeleton(torch.as_tensor(REFERENCE_BONE_LENGTHS[1:]))
     out = tmp_path_factory.mktemp(f"export_{request.param}")
     manifest = export_tokenizer(tok, out)
     return tok, out, manifest
+
+
+def test_manifest_records_the_skeleton(exported):
+    tok, _, manifest = exported
+    got = manifest["motion"]["skeleton_bone_lengths_m"]
+    if tok.skeleton is None:
+        assert got is None
+    else:
+        np.testing.assert_allclose(got, REFERENCE_BONE_LENGTHS[1:], rtol=1e-6)
 
 
 def test_exported_graphs_pass_allowlist_and_checker(exported):

@@ -155,6 +155,27 @@ def test_resume_refuses_changed_architecture(tiny_data, tmp_path):
         resume_config(tmp_path / "missing", {})
 
 
+def test_resume_of_a_run_saved_before_the_skeleton_setting(tiny_data, tmp_path, monkeypatch):
+    import rvqfast.train.checkpoint as ck
+
+    train(_cfg(tiny_data, tmp_path / "r", steps=2, skeleton=False), progress=False)
+    read = ck.read_checkpoint_meta
+
+    def older(path):
+        meta = read(path)
+        del meta["config"]["skeleton"]
+        return meta
+    monkeypatch.setattr(ck, "read_checkpoint_meta", older)
+    assert resume_config(tmp_path / "r", {"steps": 4}).skeleton is True  # output only: today's default
+    def incomplete(path):  # a training setting missing is still refused
+        meta = read(path)
+        del meta["config"]["lr"]
+        return meta
+    monkeypatch.setattr(ck, "read_checkpoint_meta", incomplete)
+    with pytest.raises(CheckpointError, match="lr"):
+        resume_config(tmp_path / "r", {"steps": 4})
+
+
 def test_corrupt_and_mismatched_checkpoints(tiny_data, tmp_path):
     from rvqfast.models import MotionTokenizer, TokenizerConfig
 
@@ -263,3 +284,18 @@ def test_bone_loss_is_logged_and_trains(tiny_data, tmp_path):
     train(_cfg(tiny_data, tmp_path / "r", steps=2, bone_loss_weight=1.0, model="rvq"), progress=False)
     recs = [json.loads(x) for x in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert not [r for r in recs if "bone" in r]
+
+
+def test_run_decodes_onto_the_training_skeleton(tiny_data, tmp_path, capsys):
+    from rvqfast.models import MotionTokenizer
+    from rvqfast.motion.retarget import REFERENCE_BONE_LENGTHS
+
+    # The generated data are on the canonical skeleton, so the run records its lengths ...
+    train(_cfg(tiny_data, tmp_path / "s", steps=1), progress=False)
+    tok = MotionTokenizer.load(tmp_path / "s")
+    np.testing.assert_allclose(tok.skeleton.numpy(), REFERENCE_BONE_LENGTHS[1:], atol=1e-6)
+    # ... unless asked not to, and the flag reaches the config.
+    train(_cfg(tiny_data, tmp_path / "n", steps=1, skeleton=False), progress=False)
+    assert MotionTokenizer.load(tmp_path / "n").skeleton is None
+    assert main(["--print-config", "--no-skeleton"]) == 0
+    assert json.loads(capsys.readouterr().out)["skeleton"] is False

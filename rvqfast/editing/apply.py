@@ -340,7 +340,6 @@ def fit_arguments(tok, results: list[EditResult], inputs: list[Tensor], requeste
     touched = torch.zeros(b, n, dtype=torch.bool)
     weights = torch.zeros(b, t)
     target = torch.zeros(b, t, NUM_JOINTS, 3)
-    recon = torch.zeros(b, t, NUM_JOINTS, 3)
     bones = torch.zeros(b, NUM_JOINTS - 1)
     req = torch.tensor([POSECODE_SLOTS.index(s) for s in requested])
     coupled = torch.tensor([POSECODE_SLOTS.index(s) for s in edit_coupled_slots(requested)], dtype=torch.int64)
@@ -357,13 +356,13 @@ def fit_arguments(tok, results: list[EditResult], inputs: list[Tensor], requeste
         weights[i, :ti] = torch.from_numpy(r.weights)
         jt = features_to_joints(torch.from_numpy(np.asarray(r.target, np.float32)))
         jr = features_to_joints(torch.from_numpy(r.reconstruction))
-        target[i, :ti], recon[i, :ti] = jt, jr
+        target[i, :ti] = jt
         bones[i] = frame_bone_lengths(features_to_joints(x[0].cpu().float())).median(0).values
         g = posecode_indices(jr)
         g[:, coupled] = posecode_indices(jt)[:, coupled]
         g[:, req] = tgt_cat
         goal[i, :ti] = g
-    return tuple(x.to(dev) for x in (cats, idx, touched, lengths, target, recon, bones, weights, goal, req,
+    return tuple(x.to(dev) for x in (cats, idx, touched, lengths, target, bones, weights, goal, req,
                                      unrelated))
 
 

@@ -10,7 +10,8 @@ motion:
 - the requested slots inside their bins (aiming ``requested_margin`` bins inside the edges),
 - every other slot in the category it should have (coupled slots: the solved motion's;
   unrelated slots: the unedited reconstruction's) and unrelated slot values where they were,
-- joints close to the solved motion, the input's bone lengths, and planted feet that stay put.
+- joints close to the solved motion, the input's bone lengths, and feet that do not slide while
+  they touch the floor of the edited motion itself.
 
 The residual stays a sum of RVQ codes: every forward pass quantizes it (straight-through
 gradient), and per motion the quantized iterate with the best hard score (share of requested
@@ -34,6 +35,11 @@ the price of slot categories. Measured on suite subsets (8 test motions, 8 reque
 motion; two disjoint request sets): success 0.879 -> 0.905 and 0.887 -> 0.915, unrelated slots
 kept 0.948 -> 0.950 and 0.947 -> 0.950, bone-length error 0.2-0.3 mm lower. The joints weight
 itself went from 100 to 30 (success +0.005, bone error -0.1 mm on the same subsets).
+
+Every decode here is the tokenizer's own: a model with a training skeleton
+(:meth:`~rvqfast.models.tokenizer.MotionTokenizer.set_skeleton`) has its decoded bones set to
+those lengths, and the fit judges and differentiates through that, so the edited motion keeps the
+skeleton exactly while its requests are met on the motion the user gets.
 
 Motions of different lengths are fitted in one batch: every convolution input of the decoder
 is zeroed past each motion's end, which is exactly the zero padding a motion decoded alone
@@ -68,7 +74,7 @@ class FitWeights:
     values: float = 4.0               # unrelated slot values where they were (bin units, squared)
     joints: float = 30.0              # squared distance (m^2) to the solved motion's joints
     bones: float = 2e4                # squared bone-length error (m^2) against the input
-    skating: float = 2e4              # squared horizontal step (m^2) of feet planted in the reconstruction
+    skating: float = 2e4              # squared horizontal step (m^2) of feet on the edited motion's floor
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ def _zero_padded(decoder: nn.Module, lengths: Tensor, n_max: int):
 
 
 def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, lengths: Tensor,
-                 target_joints: Tensor, recon_joints: Tensor, reference_bones: Tensor, weights: Tensor,
+                 target_joints: Tensor, reference_bones: Tensor, weights: Tensor,
                  goal: Tensor, requested: Tensor, unrelated: Tensor, *, n_quantizers: int | None = None,
                  iters: int = 80, lr: float = 0.05, loss_weights: FitWeights = FitWeights(),
                  search: CodeSearch = CodeSearch(),
@@ -129,8 +135,8 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
 
     Shapes (B motions padded to N tokens, T = 4N frames): ``categories`` (B, N, 70) the edited
     codes; ``indices`` (B, N, Q) the starting residual (untouched tokens keep theirs);
-    ``touched`` (B, N) bool; ``lengths`` (B,) tokens per motion; ``target_joints`` /
-    ``recon_joints`` (B, T, 22, 3) the solved motion and the unedited reconstruction;
+    ``touched`` (B, N) bool; ``lengths`` (B,) tokens per motion; ``target_joints``
+    (B, T, 22, 3) the solved motion;
     ``reference_bones`` (B, 21) bone lengths to keep; ``weights`` (B, T) blend weight per frame
     (1 inside the request, 0 where nothing is edited); ``goal`` (B, T, 70) the category each
     slot should have; ``requested`` (R,) slot indices; ``unrelated`` (70,) bool.
@@ -141,7 +147,7 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
     """
     if not _maskable(tok.decoder) and categories.shape[0] > 1:
         parts = [fit_residual(tok, categories[b:b + 1], indices[b:b + 1], touched[b:b + 1], lengths[b:b + 1],
-                              target_joints[b:b + 1], recon_joints[b:b + 1], reference_bones[b:b + 1],
+                              target_joints[b:b + 1], reference_bones[b:b + 1],
                               weights[b:b + 1], goal[b:b + 1], requested, unrelated, n_quantizers=n_quantizers,
                               iters=iters, lr=lr, loss_weights=loss_weights, search=search,
                               return_scores=True)
@@ -171,9 +177,6 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
         pose = tok.pose_latent(categories)
         fixed = tok._residual_from_indices(out, q)
         v_target = slot_values(target_joints)
-        feet_h = recon_joints[..., FEET, 1] - recon_joints[..., 1].amin((1, 2)).view(-1, 1, 1)
-        planted = (feet_h[:, 1:] < CONTACT_HEIGHT_M) & (feet_h[:, :-1] < CONTACT_HEIGHT_M) & frame_ok[:, 1:, None]
-        n_planted = planted.sum((1, 2)).clamp(min=1).to(torch.float32)
     r = fixed[touched].clone().requires_grad_(True)
     opt = torch.optim.Adam([r], lr=lr)
     best_score = torch.full((b,), float("inf"), device=dev)
@@ -190,7 +193,7 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
                 y = tok.decoder(h)
         else:
             y = tok.decoder(h)
-        joints = features_to_joints(tok.denormalize(y.transpose(1, 2)))
+        joints = features_to_joints(tok.to_skeleton(tok.denormalize(y.transpose(1, 2))))
         v = slot_values(joints)
         # Every term per frame (B, T), normalised so that its sum over frames is the motion's term.
         f_req = bin_violation(v[..., requested], req_goal, lw.requested_margin, requested).sum(-1) * inside / n_in[:, None]
@@ -200,6 +203,16 @@ def fit_residual(tok, categories: Tensor, indices: Tensor, touched: Tensor, leng
         f_joint = ((joints - target_joints) ** 2).sum(-1).mean(-1)
         f_bone = ((frame_bone_lengths(joints) - reference_bones.unsqueeze(1)) ** 2).mean(-1)
         step = joints[:, 1:, FEET][..., [0, 2]] - joints[:, :-1, FEET][..., [0, 2]]
+        with torch.no_grad():
+            # Feet on the floor of the decoded motion itself (within CONTACT_HEIGHT_M of its lowest
+            # joint in two consecutive frames), not the reconstruction's: an edit changes contacts
+            # (a kneel puts a knee down and lifts the heels), and those are the frames where a
+            # sliding foot shows. Held fixed for the gradient, so no foot is lifted to escape it.
+            y = torch.where(frame_ok[:, :, None], joints[..., 1], torch.full_like(joints[..., 1], float("inf")))
+            h = joints[..., FEET, 1] - y.amin((1, 2)).view(-1, 1, 1)
+            planted = ((h[:, 1:] < CONTACT_HEIGHT_M) & (h[:, :-1] < CONTACT_HEIGHT_M)
+                       & frame_ok[:, 1:, None]).to(step.dtype)
+            n_planted = planted.sum((1, 2)).clamp(min=1)
         f_skate = torch.nn.functional.pad(((step * step).sum(-1) * planted).sum(-1), (1, 0)) / n_planted[:, None]
         judged = (lw.requested * f_req + lw.skating * f_skate
                   + (lw.others * f_oth + lw.values * f_val + lw.bones * f_bone) * act / n_act[:, None])

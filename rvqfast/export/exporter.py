@@ -224,6 +224,8 @@ def _motion_info(tokenizer: torch.nn.Module) -> dict[str, Any]:
         "posecode_slots": list(POSECODE_SLOTS), "posecode_slot_sizes": list(SLOT_SIZES),
         "num_quantizers": tokenizer.num_quantizers, "codebook_size": cfg.codebook_size,
         "skipped_stage_index": -1,
+        # decoder.onnx already sets these lengths (None: decoded poses keep the decoder's own).
+        "skeleton_bone_lengths_m": tokenizer.skeleton.tolist() if tokenizer.skeleton is not None else None,
     }
 
 

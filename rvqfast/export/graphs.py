@@ -90,7 +90,7 @@ class DecoderGraph(nn.Module):
         else:
             h = self.residual(indices)
         y = self.tok.decoder(h.transpose(1, 2)).transpose(1, 2)
-        features = self.tok.denormalize(y)
+        features = self.tok.to_skeleton(self.tok.denormalize(y))
         return features, features_to_joints(features)
 
     def forward(self, *codes: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rvqfast.motion.features import RIC, features_to_joints
+from rvqfast.motion.features import RIC, features_to_joints, features_with_bone_lengths
 from rvqfast.motion.posecodes import NUM_CATEGORIES, NUM_SLOTS, SLOT_OFFSETS, SLOT_SIZES, posecode_indices
-from rvqfast.motion.skeleton import FEATURE_DIM
+from rvqfast.motion.skeleton import FEATURE_DIM, NUM_JOINTS
 
 from ._quantizer import ResidualVQ, quantize_first_stages
 from .conv import MotionDecoder, MotionEncoder
@@ -176,6 +176,9 @@ class MotionTokenizer(nn.Module):
         self.register_buffer("slot_sizes", torch.tensor(SLOT_SIZES, dtype=torch.int64), persistent=False)
         self.register_buffer("mean", torch.zeros(c.feature_dim))
         self.register_buffer("std", torch.ones(c.feature_dim))
+        # Bone lengths (m) that decoded joints are set to; saved in config.json, not the weights.
+        self.register_buffer("skeleton_bones", torch.zeros(NUM_JOINTS - 1), persistent=False)
+        self._has_skeleton = False
 
     # ------------------------------------------------------------------ helpers
 
@@ -194,6 +197,30 @@ class MotionTokenizer(nn.Module):
             raise ValueError("mean/std: expected finite means and positive standard deviations")
         self.mean.copy_(mean)
         self.std.copy_(std)
+
+    def set_skeleton(self, bone_lengths: Tensor | None) -> None:
+        """Decode onto one skeleton: the 21 bone lengths (m, t2m order) that every decoded pose
+        gets, bone directions kept (:func:`~rvqfast.motion.features_with_bone_lengths`).
+        ``None`` turns it off. Training sets it when all training motions share one skeleton."""
+        if bone_lengths is None:
+            self.skeleton_bones.zero_()
+            self._has_skeleton = False
+            return
+        b = torch.as_tensor(bone_lengths, dtype=torch.float32).reshape(-1)
+        if b.shape != (NUM_JOINTS - 1,) or not bool(torch.isfinite(b).all()) or not bool((b > 0).all()):
+            raise ValueError(f"bone_lengths: expected {NUM_JOINTS - 1} finite positive lengths in metres, "
+                             f"got shape {tuple(b.shape)}")
+        self.skeleton_bones.copy_(b)
+        self._has_skeleton = True
+
+    @property
+    def skeleton(self) -> Tensor | None:
+        """The bone lengths decoded poses are set to (21,), or ``None`` (see :meth:`set_skeleton`)."""
+        return self.skeleton_bones if self._has_skeleton else None
+
+    def to_skeleton(self, features: Tensor) -> Tensor:
+        """RAW features with the model's bone lengths (unchanged when it has no skeleton)."""
+        return features_with_bone_lengths(features, self.skeleton_bones) if self._has_skeleton else features
 
     def normalize(self, features: Tensor) -> Tensor:
         return (features - self.mean) / self.std
@@ -302,14 +329,15 @@ class MotionTokenizer(nn.Module):
         """(categories (B, N, 70), indices (B, N, Q')) -> RAW features (B, 4N, 263).
 
         Only the first ``n_quantizers`` residual stages are used (default: all given);
-        ``n_quantizers=0`` decodes from the pose codes alone (``posecode_rvq``).
+        ``n_quantizers=0`` decodes from the pose codes alone (``posecode_rvq``). A model with a
+        :attr:`skeleton` returns poses with its bone lengths.
         """
         exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         n = n_quantizers if exporting else self._check_codes(categories, indices, n_quantizers)
         dev = self.mean.device
         y = self._decode_normalized(categories.to(dev, torch.int64), indices.to(dev, torch.int64),
                                     indices.shape[-1] if n is None else n)
-        return self.denormalize(y)
+        return self.to_skeleton(self.denormalize(y))
 
     def decode_joints(self, categories: Tensor, indices: Tensor, n_quantizers: int | None = None) -> Tensor:
         """Like :meth:`decode`, then recover joints: (B, 4N, 22, 3)."""
@@ -378,6 +406,7 @@ class MotionTokenizer(nn.Module):
         meta = {"format": CONFIG_FORMAT, "tokenizer": self.config.to_dict()}
         if extra:
             meta.update(extra)
+        meta["skeleton_bone_lengths_m"] = self.skeleton.tolist() if self.skeleton is not None else None
         sha = atomic_save_tensors(self.state_dict(), run_dir / "model.safetensors")
         meta["weights"] = {"file": "model.safetensors", "sha256": sha}  # verified by load()
         atomic_write_json(meta, run_dir / "config.json")
@@ -410,6 +439,12 @@ class MotionTokenizer(nn.Module):
         model.load_state_dict(state)
         # Pose-code labels seen in training, per slot (None for older runs): edits check against it.
         model.posecode_seen = meta.get("posecode_seen")
+        bones = meta.get("skeleton_bone_lengths_m")  # absent in runs saved before it existed
+        if bones is not None:
+            try:
+                model.set_skeleton(torch.tensor(bones, dtype=torch.float32))
+            except (TypeError, ValueError) as e:
+                raise CheckpointError(f"{cfg_path}: invalid skeleton_bone_lengths_m ({e})") from None
         return model.to(device).eval()
 
 

@@ -31,7 +31,7 @@ import torch
 
 from .skeleton import (
     FACE_JOINTS, FEATURE_DIM, FIRST_CHILD, FOOT_LEFT, FOOT_RIGHT, NUM_JOINTS, PARENTS,
-    REST_OFFSETS, check_joints,
+    REST_OFFSETS, check_joints, set_bone_lengths,
 )
 
 ROOT_ROT_VEL = slice(0, 1)
@@ -224,3 +224,23 @@ def features_to_joints(features):
     body = torch.stack([jx, py, jz], dim=-1)
     root = torch.stack([rx, ry, rz], dim=-1).unsqueeze(-2)
     return torch.cat([root, body], dim=-2)
+
+
+def features_with_bone_lengths(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Features (..., T, 263) whose joints (``RIC``) have the bone ``lengths`` (21,), directions kept.
+
+    The bones are re-chained from the root (:func:`~rvqfast.motion.skeleton.set_bone_lengths`)
+    in the heading frame the RIC block is stored in: a rotation about Y and a shift of the
+    origin keep lengths, so this equals setting the lengths of :func:`features_to_joints`'
+    output. Only ``RIC`` changes; the root, rotations, velocities and contacts are kept.
+    Differentiable; exports to ONNX with elementary ops.
+    """
+    if not isinstance(features, torch.Tensor) or features.dim() < 2 or features.shape[-1] != FEATURE_DIM:
+        raise ValueError(f"features: expected a tensor of shape (..., T, {FEATURE_DIM}), got "
+                         f"{tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__}")
+    ric = features[..., RIC].reshape(features.shape[:-1] + (NUM_JOINTS - 1, 3))
+    y = features[..., ROOT_Y]
+    root = torch.cat([torch.zeros_like(y), y, torch.zeros_like(y)], dim=-1).unsqueeze(-2)
+    local = set_bone_lengths(torch.cat([root, ric], dim=-2), lengths)
+    body = local[..., 1:, :].reshape(features.shape[:-1] + (RIC.stop - RIC.start,))
+    return torch.cat([features[..., :RIC.start], body, features[..., RIC.stop:]], dim=-1)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .features import canonicalize
-from .skeleton import NUM_JOINTS, PARENTS, REST_OFFSETS, check_joints, frame_bone_lengths
+from .skeleton import NUM_JOINTS, REST_OFFSETS, check_joints, frame_bone_lengths, set_bone_lengths
 
 # Bones whose lengths make up a leg (hip -> knee -> ankle), both sides.
 _LEG_BONES = ((4, 7), (5, 8))  # (knee, ankle) children: bone = joint - parent
@@ -47,19 +47,27 @@ def _retarget_np(pos: np.ndarray, place: bool) -> np.ndarray:
         raise ValueError("joints: the legs have zero length (hip, knee and ankle coincide); "
                          "cannot scale the root to the reference skeleton")
     scale = REFERENCE_LEG_LENGTH / src_leg
-    out = np.empty_like(pos)
-    out[:, 0] = pos[:, 0] * scale
-    for j, p in enumerate(PARENTS):  # parents come before children in the t2m order
-        if p < 0:
-            continue
-        bone = pos[:, j] - pos[:, p]
-        norm = np.linalg.norm(bone, axis=-1, keepdims=True)
-        # A zero-length bone (a joint on top of its parent) has no direction: use the rest
-        # pose's direction for it rather than dividing by zero.
-        rest_dir = REST_OFFSETS[j] / REFERENCE_BONE_LENGTHS[j]
-        unit = np.where(norm > 1e-9, bone / np.maximum(norm, 1e-12), rest_dir)
-        out[:, j] = out[:, p] + unit * REFERENCE_BONE_LENGTHS[j]
+    # Move every joint with the scaled root (bone directions unchanged), then set the lengths.
+    moved = pos + (pos[:, :1] * (scale - 1.0))
+    out = set_bone_lengths(moved, REFERENCE_BONE_LENGTHS[1:])
     return canonicalize(out) if place else out
+
+
+def shared_skeleton(motions, tolerance_m: float = 0.005) -> np.ndarray | None:
+    """The bone lengths (21,) that all ``motions`` share, or ``None`` if they do not.
+
+    ``motions`` are joint arrays (T, 22, 3). Each motion's lengths are its per-bone medians
+    (one bad frame does not count); they share a skeleton when every motion's lengths lie
+    within ``tolerance_m`` of the median over motions, as after :func:`retarget` or in
+    HumanML3D, whose motions are all retargeted to one subject's skeleton.
+    """
+    per_motion = np.stack([bone_lengths(j)[1:] for j in motions]) if len(motions) else np.zeros((0, NUM_JOINTS - 1))
+    if per_motion.shape[0] == 0:
+        raise ValueError("motions: expected at least one motion")
+    common = np.median(per_motion, axis=0)
+    if np.abs(per_motion - common).max() > tolerance_m or not (common > 0).all():
+        return None
+    return common
 
 
 @overload
@@ -93,4 +101,4 @@ def retarget(joints, *, place: bool = True):
     return _retarget_np(check_joints(joints), place)
 
 
-__all__ = ["retarget", "bone_lengths", "REFERENCE_BONE_LENGTHS", "REFERENCE_LEG_LENGTH"]
+__all__ = ["retarget", "bone_lengths", "shared_skeleton", "REFERENCE_BONE_LENGTHS", "REFERENCE_LEG_LENGTH"]

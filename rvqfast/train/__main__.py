@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
                    "subset of mirror,speed,noise ('' = none, the default preset's choice)")
     p.add_argument("--augment-fraction", type=float, help="augmented copies per training motion (0, 10]")
     p.add_argument("--no-gif", action="store_true", help="skip the reconstruction GIF at the end")
+    p.add_argument("--no-skeleton", action="store_true",
+                   help="decode without setting bone lengths to the training data's shared skeleton")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
     add_debug_flag(p)
@@ -70,6 +72,8 @@ def _run(args: argparse.Namespace) -> int:
                              if getattr(args, dest) is not None}
     if args.no_gif:
         flags["gif"] = False
+    if args.no_skeleton:
+        flags["skeleton"] = False
     try:
         if args.resume:
             if not args.out:

@@ -42,6 +42,9 @@ class TrainConfig:
     val_max_windows: int = 256
     num_threads: int = 0          # 0 = leave torch's default
     gif: bool = True
+    # Decode onto the training data's skeleton when all training motions share one
+    # (rvqfast.motion.shared_skeleton): decoded poses keep their bone directions and get its lengths.
+    skeleton: bool = True
     # Weight of the soft pose-code consistency loss on the decoded joints (rvqfast.train.losses).
     posecode_loss_weight: float = 0.0
     # Weight of the bone-length loss on the decoded joints, metres (rvqfast.train.losses); pose-code
@@ -72,6 +75,8 @@ class TrainConfig:
             v = getattr(self, n)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{n}: expected a finite number, got {v!r}")
+        if not isinstance(self.skeleton, bool):
+            raise ValueError(f"skeleton: expected true or false, got {self.skeleton!r}")
         for n in ("device", "data", "out"):
             if not isinstance(getattr(self, n), str):
                 raise ValueError(f"{n}: expected a string, got {getattr(self, n)!r}")

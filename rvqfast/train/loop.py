@@ -314,6 +314,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     torch.manual_seed(cfg.seed)
     model = MotionTokenizer(cfg.tokenizer)
     model.set_normalization(torch.from_numpy(np.asarray(train_ds.mean)), torch.from_numpy(np.asarray(train_ds.std)))
+    if cfg.skeleton:
+        model.set_skeleton(_training_skeleton(train_ds.features, d.main))
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
@@ -477,6 +479,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
     return result
 
 
+def _training_skeleton(features: list[np.ndarray], main: bool) -> np.ndarray | None:
+    """The bone lengths every training motion shares (frames subsampled: lengths are per-motion
+    medians), or None with a line saying why decoded poses keep their own."""
+    from rvqfast.motion.retarget import shared_skeleton
+
+    bones = shared_skeleton([features_to_joints(f[::4]) for f in features])
+    if bones is None and main:
+        print("rvqfast.train: the training motions do not share one skeleton (bone lengths differ by more "
+              "than 5 mm); decoded poses keep the decoder's bone lengths", file=sys.stderr)
+    return bones
+
+
 def _seen_posecodes(train_ds) -> dict[str, list[str]]:
     """Pose-code labels of the training motions per slot (edits check requests against it)."""
     from rvqfast.motion.posecodes import seen_categories
@@ -491,6 +505,9 @@ def _write_posecode_bank(train_ds, out: Path) -> None:
     atomic_write(out / BANK_FILE, lambda f: np.save(f, bank))
 
 
+_OUTPUT_ONLY_DEFAULTS: dict[str, Any] = {"skeleton": True}
+
+
 def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
     """The config saved in ``out``'s newest checkpoint, with the resumable ``overrides``."""
     from .checkpoint import read_checkpoint_meta
@@ -500,6 +517,11 @@ def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
     if not ckpts:
         raise TrainingError(f"--resume: no checkpoint in {out / 'checkpoints'}; start a new run without --resume")
     meta = read_checkpoint_meta(ckpts[-1][1])
+    if isinstance(meta.get("config"), dict):
+        # Settings added after a run was saved that only shape its output, not its training:
+        # an older run resumes with today's default instead of being refused as incomplete.
+        for k, v in _OUTPUT_ONLY_DEFAULTS.items():
+            meta["config"].setdefault(k, v)
     try:
         _require_complete(meta["config"])
         saved = TrainConfig.from_dict(meta["config"])
