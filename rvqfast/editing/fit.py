@@ -74,7 +74,7 @@ class FitWeights:
     values: float = 4.0               # unrelated slot values where they were (bin units, squared)
     joints: float = 30.0              # squared distance (m^2) to the solved motion's joints
     bones: float = 2e4                # squared bone-length error (m^2) against the input
-    skating: float = 2e4              # squared horizontal step (m^2) of feet on the edited motion's floor
+    skating: float = 5e3              # squared horizontal step (m^2) of feet on the edited motion's floor
 
 
 @dataclass(frozen=True)
