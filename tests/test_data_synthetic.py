@@ -149,3 +149,27 @@ def test_unreachable_categories_and_coverage_count(tmp_path):
     frames = sum(np.load(root / "new_joints" / f"{n}.npy").shape[0]
                  for n in (root / "train.txt").read_text().split())
     assert counts.shape == (392,) and counts.sum() == 70 * frames
+
+
+def test_v4_floor_sweeps_lie_outside_the_floor_family():
+    """Lying poses must not come only from the floor family, or a model trained without that
+    family never sees the body horizontal (issue 13's leave-one-family-out check)."""
+    from rvqfast.data.synthetic import FAMILIES, FAMILY_OF, GENERATOR_VERSION
+    from rvqfast.motion.posecodes import category_index, posecode_indices, POSECODE_SLOTS
+    from rvqfast.motion.retarget import REFERENCE_BONE_LENGTHS, bone_lengths
+    assert GENERATOR_VERSION >= 4  # v3 caches lack floor sweeps and must be regenerated
+    assert FAMILY_OF["floor_sweep"] == "sweeps" and "floor_sweep" not in FAMILIES["floor"]
+    torso = POSECODE_SLOTS.index("vertical:torso")
+    horizontal = category_index("vertical:torso", "horizontal")
+    lying, moved = [], []
+    for i in range(6):
+        j = generate_motion(0, i, ["floor_sweep"]).joints
+        assert np.allclose(bone_lengths(j)[1:], REFERENCE_BONE_LENGTHS[1:])
+        assert abs(j[..., 1].min()) < 1e-9
+        lying.append((posecode_indices(j)[:, torso] == horizontal).mean())
+        rel = j[:, [20, 21]] - j[:, :1]  # wrists relative to the pelvis
+        moved.append(np.linalg.norm(np.diff(rel, axis=0), axis=-1).sum(0).min())
+    # every motion lies with the trunk horizontal for a while (leg and trunk sweeps lift it
+    # into bent-over and kneeling shapes in between), and both arms sweep over a metre
+    assert min(lying) > 0.1 and np.mean(lying) > 0.4, lying
+    assert min(moved) > 1.0, moved

@@ -1,11 +1,12 @@
-"""Deterministic generator of the embedded default dataset (HumanML3D layout), version 3.
+"""Deterministic generator of the embedded default dataset (HumanML3D layout), version 4.
 
 A motion is one to three action segments with minimum-jerk transitions between them. An
 action is one of the scripted everyday actions (:mod:`.everyday`), a whole-body or floor
-motion (:mod:`.wholebody`) or a range-of-motion sweep of independently moving body parts
-(:mod:`.sweeps`). Each motion is made on a subject with its own proportions (Euler angles ->
-forward kinematics, a root trajectory integrated from speed, sideways speed and yaw rate,
-floor placement keeping the lowest joint on y = 0 plus a lift term while airborne), then
+motion (:mod:`.wholebody`) or a range-of-motion sweep of independently moving body parts,
+standing or (since version 4) lying on the floor (:mod:`.sweeps`). Each motion is made on a
+subject with its own proportions (Euler angles -> forward kinematics, a root trajectory
+integrated from speed, sideways speed and yaw rate, floor placement keeping the lowest joint on
+y = 0 plus a lift term while airborne), then
 retargeted to the canonical t2m skeleton (:func:`rvqfast.motion.retarget`), as HumanML3D does
 with motion capture. Every motion is written twice, as is and mirrored left/right (HumanML3D's
 "M" copies, captions with left and right swapped); both copies land in the same split.
@@ -31,7 +32,7 @@ from .wholebody import WHOLE_BODY
 
 # Bump whenever generated files change: the default cache folder is named after it, so a stale
 # cache from an older generator is regenerated instead of reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MANIFEST = "rvqfast_dataset.json"
 DEFAULT_N_MOTIONS = 3000
 STD_EPS = 1e-3
@@ -67,7 +68,7 @@ FAMILIES: dict[str, list[str]] = {
     "floor": ["crawl", "roll", "get_up", "lie_down"],
     "acrobatics": ["cartwheel", "handstand", "backflip"],
     "dance_idle": ["dance", "idle"],
-    "sweeps": ["sweep"],
+    "sweeps": ["sweep", "floor_sweep"],
 }
 FAMILY_OF = {a: f for f, acts in FAMILIES.items() for a in acts}
 assert sorted(FAMILY_OF) == sorted(ACTIONS), "every action needs exactly one family"

@@ -3,6 +3,9 @@
 Each body part (left / right arm, legs, spine, head) independently moves through random target
 poses drawn uniformly over its range, with minimum-jerk (bell-shaped velocity) transitions and
 random holds, so arm, leg, trunk and head poses occur in combinations no scripted action makes.
+``floor_sweep`` does the same lying on the floor, so lying poses do not depend on the scripted
+floor actions (a model trained without them still sees the body horizontal: issue 13's
+leave-one-family-out check).
 The ranges follow the usual clinical joint ranges; knee and elbow flexion go up to 172 deg (heel
 to buttock, hand to shoulder) so the "completely bent" pose-code category occurs. Captions name
 the most salient movement of each moving part.
@@ -178,4 +181,28 @@ def act_sweep(n, t, rng, off):
     return s
 
 
-SWEEPS = {"sweep": (act_sweep, (3.0, 7.0))}
+def act_floor_sweep(n, t, rng, off):
+    """The root pitched to lying on the back or the stomach (rolled up to ~50 deg onto a side)
+    while both arms, most legs and sometimes the trunk and head sweep their ranges; with the
+    lowest joint kept on the floor, hip and trunk flexion lift the body into bent-over, kneeling
+    and bridge-like shapes in between."""
+    s = _blank(n)
+    dur = _duration(t)
+    face_down = rng.random() < 0.5
+    s.ang[:, 0, X] = (1.57 if face_down else -1.57) + _channel(t, rng, -0.25, 0.25, dur)
+    s.ang[:, 0, Z] = _channel(t, rng, -0.9, 0.9, dur, hold_p=0.5)
+    phrases = [_arm(s, t, rng, dur, True), _arm(s, t, rng, dur, False)]
+    for left in (True, False):
+        if rng.random() < 0.7:
+            phrases.append(_free_leg(s, t, rng, dur, left))
+    if rng.random() < 0.4:
+        phrases.append(_spine(s, t, rng, dur))
+    if rng.random() < 0.4:
+        phrases.append(_head(s, t, rng, dur))
+    where = "on the stomach" if face_down else "on the back"
+    s.phrases = [f"lies {where} and {phrases[0]}", f"lies on the floor and {phrases[-1]}",
+                 f"stretches while lying {where}"]
+    return s
+
+
+SWEEPS = {"sweep": (act_sweep, (3.0, 7.0)), "floor_sweep": (act_floor_sweep, (3.0, 7.0))}
