@@ -286,6 +286,14 @@ def test_bone_loss_is_logged_and_trains(tiny_data, tmp_path):
     assert not [r for r in recs if "bone" in r]
 
 
+def test_heading_loss_is_logged_for_every_model(tiny_data, tmp_path):
+    for model in ("posecode_rvq", "rvq"):
+        train(_cfg(tiny_data, tmp_path / model, steps=2, heading_loss_weight=1.0, model=model), progress=False)
+        recs = [json.loads(x) for x in (tmp_path / model / "log.jsonl").read_text().splitlines()]
+        heading = [r["heading"] for r in recs if "loss" in r]
+        assert len(heading) == 2 and all(np.isfinite(h) and h > 0 for h in heading), model
+
+
 def test_run_decodes_onto_the_training_skeleton(tiny_data, tmp_path, capsys):
     from rvqfast.models import MotionTokenizer
     from rvqfast.motion.retarget import REFERENCE_BONE_LENGTHS

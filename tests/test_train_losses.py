@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from rvqfast.motion.features import RIC, joints_to_features
+from rvqfast.motion.features import RIC, ROOT_ROT_VEL, features_to_joints, joints_to_features
 from rvqfast.motion.skeleton import JOINT_INDEX, NUM_JOINTS, PARENTS, REST_OFFSETS, frame_bone_lengths, rest_pose
 from rvqfast.train import build_config
-from rvqfast.train.losses import bone_length_loss
+from rvqfast.train.losses import bone_length_loss, heading_drift_loss
 
 
 class _Identity:
@@ -60,3 +60,33 @@ def test_bone_loss_is_zero_on_the_input_and_measures_a_stretched_forearm():
 def test_bone_loss_weight_is_validated(bad):
     with pytest.raises(ValueError, match="bone_loss_weight"):
         build_config("quick", None, {"bone_loss_weight": bad, "out": "x"})
+
+
+def test_heading_loss_measures_an_accumulated_turn_not_a_per_frame_error():
+    x = _standing(16)
+    assert float(heading_drift_loss(_Identity(), x, x.clone())) == pytest.approx(0.0, abs=1e-7)
+    bias = 0.01  # rad per frame of rotation velocity: the decoded motion turns 0.02 rad a frame
+    y = x.clone()
+    y[..., ROOT_ROT_VEL] += bias
+    y.requires_grad_()
+    loss = heading_drift_loss(_Identity(), x, y)
+    t = x.shape[1]
+    # the heading error grows 2 * bias a frame: mean over frames of 2 * bias * (1 .. T)
+    assert float(loss.detach()) == pytest.approx(2 * bias * (t + 1) / 2, rel=1e-5)
+    # ... and is the turn the decoded joints make: the last frame's heading is off by that much
+    jx, jy = features_to_joints(x[0].numpy()), features_to_joints(y[0].detach().numpy())
+    fx, fy = jx[-1, 2] - jx[-1, 1], jy[-1, 2] - jy[-1, 1]  # left hip -> right hip, horizontal
+    turn = np.arctan2(fx[0], fx[2]) - np.arctan2(fy[0], fy[2])
+    assert abs(abs(turn) - 2 * bias * (t - 1)) < 1e-4
+    loss.backward()
+    assert y.grad[..., ROOT_ROT_VEL].abs().sum() > 0 and y.grad[..., RIC].abs().sum() == 0
+    # an alternating error of the same size per frame barely accumulates
+    z = x.clone()
+    z[..., ROOT_ROT_VEL] += bias * torch.tensor([(-1.0) ** i for i in range(t)])[None, :, None]
+    assert float(heading_drift_loss(_Identity(), x, z)) < 0.1 * float(loss.detach())
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf")])
+def test_heading_loss_weight_is_validated(bad):
+    with pytest.raises(ValueError, match="heading_loss_weight"):
+        build_config("quick", None, {"heading_loss_weight": bad, "out": "x"})

@@ -50,6 +50,10 @@ class TrainConfig:
     # Weight of the bone-length loss on the decoded joints, metres (rvqfast.train.losses); pose-code
     # models only, like the consistency loss: it is there for edits, and on `rvq` it cost FID.
     bone_loss_weight: float = 0.0
+    # Weight of the heading-drift loss (rvqfast.train.losses): |accumulated heading error|, radians,
+    # over each training window. Root-relative joints turn with the integrated heading, so a small
+    # bias in the decoded rotation velocity becomes most of their error on long motions.
+    heading_loss_weight: float = 0.0
     # Limb-spliced motions added to the training set, as a share of its motions (rvqfast.train.splice).
     splice_fraction: float = 0.0
     # Augmented copies added to the training pool (rvqfast.train.augment): a comma-separated
@@ -98,6 +102,9 @@ class TrainConfig:
         if not (isinstance(self.bone_loss_weight, (int, float)) and math.isfinite(self.bone_loss_weight)
                 and self.bone_loss_weight >= 0):
             raise ValueError(f"bone_loss_weight: expected a finite number >= 0, got {self.bone_loss_weight!r}")
+        if not (isinstance(self.heading_loss_weight, (int, float)) and math.isfinite(self.heading_loss_weight)
+                and self.heading_loss_weight >= 0):
+            raise ValueError(f"heading_loss_weight: expected a finite number >= 0, got {self.heading_loss_weight!r}")
         if not (isinstance(self.splice_fraction, (int, float)) and 0 <= self.splice_fraction <= 4):
             raise ValueError(f"splice_fraction: expected a number in [0, 4], got {self.splice_fraction!r}")
         from .augment import parse_augment

@@ -31,7 +31,7 @@ from .checkpoint import (
     CheckpointError, atomic_write_json, list_checkpoints, load_checkpoint, save_checkpoint,
 )
 from .config import TrainConfig
-from .losses import bone_length_loss, posecode_consistency_loss
+from .losses import bone_length_loss, heading_drift_loss, posecode_consistency_loss
 
 # Settings that may change when resuming; everything else must match the checkpoint.
 RESUMABLE_KEYS = {"steps", "val_every", "ckpt_every", "log_every", "num_threads", "device", "gif", "data",
@@ -385,6 +385,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
             if cfg.bone_loss_weight > 0 and cfg.tokenizer.uses_posecodes:
                 res["bone"] = bone_length_loss(model, x, res["output"])
                 loss = loss + cfg.bone_loss_weight * res["bone"]
+            if cfg.heading_loss_weight > 0:
+                res["heading"] = heading_drift_loss(model, x, res["output"])
+                loss = loss + cfg.heading_loss_weight * res["heading"]
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise TrainingError(f"loss became {loss_value} at step {step} (run {out}, --data {cfg.data}); "
@@ -404,7 +407,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> T
                 rec = {"step": step, "loss": loss_value, "recon": float(res["recon"].detach()), "joint": float(res["joint"].detach()),
                        "commit": float(res["commit"].detach()), "lr": cfg.lr_at(step - 1), "usage": usage,
                        "perplexity": ppl, "it_s": its, "time": now - t0}
-                for k in ("posecode", "bone"):
+                for k in ("posecode", "bone", "heading"):
                     if k in res:
                         rec[k] = float(res[k].detach())
                 logger.write(rec)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rvqfast.motion.features import RIC, ROOT_Y
+from rvqfast.motion.features import RIC, ROOT_ROT_VEL, ROOT_Y
 from rvqfast.motion.posecodes import bin_violation, slot_values, values_to_indices
 from rvqfast.motion.skeleton import NUM_JOINTS, frame_bone_lengths
 
@@ -60,4 +60,16 @@ def bone_length_loss(model, x_norm: Tensor, y_norm: Tensor, stride: int = POSECO
     return (frame_bone_lengths(local_joints(model.denormalize(y_norm))) - ref).abs().mean()
 
 
-__all__ = ["bone_length_loss", "posecode_consistency_loss", "local_joints", "POSECODE_MARGIN"]
+def heading_drift_loss(model, x_norm: Tensor, y_norm: Tensor) -> Tensor:
+    """Mean |heading of the decoded motion - the input's| in radians over each window (both
+    NORMALISED features (B, T, 263)), headings integrated from the window's first frame.
+
+    The feature regression weighs the rotation velocity as one dimension of 263 and frame by
+    frame, but decoding integrates it: an error that is small per frame and of one sign turns
+    every later frame, and with it every root-relative joint position.
+    """
+    dv = (model.denormalize(y_norm) - model.denormalize(x_norm))[..., ROOT_ROT_VEL]
+    return (2.0 * torch.cumsum(dv[..., 0], dim=-1)).abs().mean()
+
+
+__all__ = ["bone_length_loss", "heading_drift_loss", "posecode_consistency_loss", "local_joints", "POSECODE_MARGIN"]
