@@ -10,9 +10,9 @@
 
 By default both use a small generated dataset and a few quick-preset steps so the suite stays
 short: the numbers then only show the path works. For the measurement in the README set
-``RVQFAST_OOD_RUN=runs/v3/posecode_rvq`` (a trained run for the BVH clips),
-``RVQFAST_OOD_DATA=default`` and ``RVQFAST_OOD_STEPS=800`` (the leave-one-family-out
-training; minutes per run); ``benchmarks/ood_experiments.py`` runs the same functions from
+``RVQFAST_OOD_RUN=runs/default`` (a trained run for the BVH clips),
+``RVQFAST_OOD_DATA=default`` and ``RVQFAST_OOD_STEPS=4000`` (the leave-one-family-out
+training at the default preset's length; ~10 minutes); ``benchmarks/ood_experiments.py`` runs the same functions from
 the command line.
 """
 from __future__ import annotations

@@ -155,7 +155,7 @@ def test_resume_refuses_changed_architecture(tiny_data, tmp_path):
         resume_config(tmp_path / "missing", {})
 
 
-def test_resume_of_a_run_saved_before_the_skeleton_setting(tiny_data, tmp_path, monkeypatch):
+def test_resume_of_a_run_saved_before_the_skeleton_and_heading_settings(tiny_data, tmp_path, monkeypatch):
     import rvqfast.train.checkpoint as ck
 
     train(_cfg(tiny_data, tmp_path / "r", steps=2, skeleton=False), progress=False)
@@ -163,10 +163,12 @@ def test_resume_of_a_run_saved_before_the_skeleton_setting(tiny_data, tmp_path, 
 
     def older(path):
         meta = read(path)
-        del meta["config"]["skeleton"]
+        del meta["config"]["skeleton"], meta["config"]["heading_loss_weight"]
         return meta
     monkeypatch.setattr(ck, "read_checkpoint_meta", older)
-    assert resume_config(tmp_path / "r", {"steps": 4}).skeleton is True  # output only: today's default
+    cfg = resume_config(tmp_path / "r", {"steps": 4})
+    assert cfg.skeleton is True  # output only: today's default
+    assert cfg.heading_loss_weight == 0.0  # a loss added later: the run trained without it
     def incomplete(path):  # a training setting missing is still refused
         meta = read(path)
         del meta["config"]["lr"]

@@ -509,6 +509,8 @@ def _write_posecode_bank(train_ds, out: Path) -> None:
 
 
 _OUTPUT_ONLY_DEFAULTS: dict[str, Any] = {"skeleton": True}
+# Losses added after a run was saved: the run trained without them, so it resumes without them.
+_ADDED_LOSSES_OFF: dict[str, Any] = {"heading_loss_weight": 0.0}
 
 
 def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
@@ -523,7 +525,7 @@ def resume_config(out: Path, overrides: dict[str, Any]) -> TrainConfig:
     if isinstance(meta.get("config"), dict):
         # Settings added after a run was saved that only shape its output, not its training:
         # an older run resumes with today's default instead of being refused as incomplete.
-        for k, v in _OUTPUT_ONLY_DEFAULTS.items():
+        for k, v in {**_OUTPUT_ONLY_DEFAULTS, **_ADDED_LOSSES_OFF}.items():
             meta["config"].setdefault(k, v)
     try:
         _require_complete(meta["config"])
